@@ -1,0 +1,32 @@
+"""Inverted dropout (Srivastava et al. 2014), as torch.nn.Dropout in training mode."""
+
+import numpy as np
+
+
+def dropout_mask(shape, p, rng, dtype):
+    """A keep-mask scaled by 1/(1-p): entries are 0 or 1/(1-p). Drawn from the numpy Generator `rng`."""
+    keep = rng.random(shape, dtype=np.float32) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+def dropout_forward(x, p, rng=None, mask=None):
+    """y = x * mask, mask = keep / (1 - p), keep ~ Bernoulli(1 - p).
+
+    Dropout is off (y = x) when p == 0 or when neither rng nor mask is given (evaluation mode).
+    `mask` injects a given scaled mask (tests, or another implementation's dropout pattern).
+    Inputs:  x (...), p in [0, 1), rng np.random.Generator or None, mask (...) or None
+    Returns: y (...), cache
+    """
+    if mask is None and (p == 0.0 or rng is None):
+        return x, None
+    if mask is None:
+        mask = dropout_mask(x.shape, p, rng, x.dtype)
+    elif mask.shape != x.shape:
+        raise ValueError(f"dropout mask has shape {mask.shape}, expected {x.shape}")
+    return x * mask, mask
+
+
+def dropout_backward(dy, cache):
+    """y = x * mask, so dx = dy * mask."""
+    mask = cache
+    return dy if mask is None else dy * mask
