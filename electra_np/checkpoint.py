@@ -1,0 +1,140 @@
+"""Checkpoints: one `.npz` file per save, written so that a crash never damages the last good one.
+
+Layout of a checkpoint file (a plain `np.savez` archive, no pickle):
+    "__meta__"            uint8 array holding UTF-8 JSON: format, version, step, the model /
+                          pretraining / training configs, vocabulary, random-generator state,
+                          data position, ... (whatever the caller puts in `meta`)
+    "<group>/<name>"      one array per tensor, e.g. "params/discriminator.electra...weight",
+                          "adam_m/...", "adam_v/..."
+
+Atomic write (the usual recipe, as in e.g. `tempfile` + `os.replace` in pip and git): the archive is
+written to a temporary file in the same folder, flushed and fsync'ed, then renamed over the old file
+with `os.replace` (atomic on POSIX and Windows), and the folder is fsync'ed so the rename itself is
+durable. A process killed at any point leaves either the old file or the new one, never half of one;
+a stray temporary file may remain and is removed by the next save.
+
+Reading checks everything: the zip structure and every member's CRC-32 (a truncated or bit-flipped
+file fails), the JSON, the format name and version. Every failure is a `CheckpointError` naming the file.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_NAME = "electra_np.checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "__meta__"
+TMP_PREFIX = ".tmp-"  # temporary files are ".tmp-<name>-<random>" beside the target
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, truncated, corrupted or of another format."""
+
+
+def fsync_dir(folder):
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write, mode="wb"):
+    """Call write(f) on a temporary file beside `path`, fsync it, then os.replace it onto `path`.
+
+    On any exception (or a kill) `path` keeps its old content; the temporary file is removed when
+    Python still runs to do so.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}-")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_stale_temporaries(path):
+    """Delete temporary files left beside `path` by saves that were killed."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def save(path, arrays, meta):
+    """Write a checkpoint atomically.
+
+    Inputs: path: the .npz file; arrays: {"group/name": np.ndarray}; meta: a JSON-serializable dict
+            (format and version are added).
+    """
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **meta}
+    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved")
+    remove_stale_temporaries(path)
+    atomic_write(path, lambda f: np.savez(f, **{META_KEY: blob}, **arrays))
+
+
+def read_meta(path):
+    """Only the metadata (quick: the arrays are not read). Raises CheckpointError."""
+    return _open(path, arrays=False)[1]
+
+
+def load(path):
+    """Returns (arrays, meta): arrays {"group/name": np.ndarray}. Raises CheckpointError naming the file."""
+    return _open(path, arrays=True)
+
+
+def group(arrays, name):
+    """The arrays of one group, keyed without the "name/" prefix."""
+    prefix = f"{name}/"
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _open(path, arrays):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    what = f"checkpoint {path} is truncated or corrupted"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if META_KEY not in z.files:
+                raise CheckpointError(f"{path} is not an electra_np checkpoint (no {META_KEY} entry)")
+            meta = json.loads(z[META_KEY].tobytes().decode("utf-8"))
+            out = {k: z[k] for k in z.files if k != META_KEY} if arrays else None
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as e:
+        # zipfile checks each member's CRC-32 as it is read: truncation and flipped bits both land here
+        raise CheckpointError(f"{what} ({type(e).__name__}: {e}); it cannot be loaded") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not an electra_np checkpoint (format {meta.get('format')!r})"
+                              if isinstance(meta, dict) else f"{what} (metadata is not a JSON object)")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r}; this electra_np "
+                              f"reads version {FORMAT_VERSION}")
+    return out, meta
