@@ -50,7 +50,8 @@ class AdamW:
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
         self.t = 0
 
-    def update(self, params, grads, lr):
+    def update(self, params, grads, lr, lr_scales=None):
+        """One step. lr_scales: optional {name: factor} (layer-wise learning-rate decay in fine-tuning)."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         c1 = 1.0 - b1 ** self.t if self.bias_correction else 1.0
@@ -65,7 +66,7 @@ class AdamW:
             update = (m / dt(c1)) / (np.sqrt(v / dt(c2)) + dt(self.eps))
             if self.weight_decay and decays(k):
                 update += dt(self.weight_decay) * p
-            p -= dt(lr) * update
+            p -= dt(lr * (1.0 if lr_scales is None else lr_scales[k])) * update
 
     def state_dict(self):
         state = {"t": self.t}

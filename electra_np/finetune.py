@@ -1,0 +1,129 @@
+"""Fine-tuning recipe of the official code (google-research/electra configure_finetuning.py and
+model/optimization.py): AdamW (eps 1e-6, weight decay 0 by default), global-norm clipping at 1.0,
+linear warmup over the first 10% of steps then linear decay to 0, dropout 0.1, layer-wise
+learning-rate decay 0.8, evaluation on dev after every epoch with the best parameters kept.
+
+Layer-wise decay gives the lower layers smaller learning rates. With L layers and decay d, the head
+trains at lr, layer L-1 (the top) at lr d, ..., layer 0 at lr d^L, the embeddings at lr d^(L+1).
+The official `_get_layer_lrs` puts the head at depth L+2, one deeper than its layers reach, so every
+layer gets one factor d too many (the top layer d^2); official_layer_decay=True reproduces that.
+"""
+
+import copy
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classification import classification_backward, classification_forward, head_of, init_classifier
+from .finetune_data import batches
+from .metrics import METRICS
+from .optim import AdamW, clip_by_global_norm, learning_rate
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    learning_rate: float = 1e-4  # official default; 3e-4 for ELECTRA-Small
+    layerwise_lr_decay: float = 0.8
+    official_layer_decay: bool = False
+    epochs: int = 3
+    batch_size: int = 32
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.0
+    dropout: float = 0.1
+    max_seq_length: int = 128
+    head: str = "official"
+    clip_norm: float = 1.0
+    seed: int = 0
+    metric: str = "accuracy"
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 < self.layerwise_lr_decay <= 1:
+            raise ValueError(f"layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay!r}")
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
+
+
+def layer_depth(name, n_layers):
+    """0 for the embeddings, i + 1 for encoder layer i, n_layers + 1 for the task head."""
+    if name.startswith("electra.embeddings"):
+        return 0
+    m = re.match(r"electra\.encoder\.layer\.(\d+)\.", name)
+    if m:
+        return int(m.group(1)) + 1
+    return n_layers + 1
+
+
+def layer_lr_scales(names, n_layers, decay, official_layer_decay=False):
+    """{name: learning-rate factor}: 1 for the head, decay ** (top - depth) below it, with top = n_layers + 1
+    (n_layers + 2 with the official off-by-one)."""
+    top = n_layers + 2 if official_layer_decay else n_layers + 1
+    depths = {k: layer_depth(k, n_layers) for k in names}
+    return {k: 1.0 if d == n_layers + 1 else decay ** (top - d) for k, d in depths.items()}
+
+
+def predict_logits(params, config, encoded, batch_size, pad_id):
+    """Logits (N, C) for encoded examples, dropout off."""
+    _, C = head_of(params)
+    out = []
+    for _, batch, _ in batches(encoded, None, batch_size, pad_id):
+        zeros = np.zeros(len(batch["input_ids"]), np.float64 if C == 1 else np.int64)
+        out.append(classification_forward(params, config, batch, zeros, train=False)[2]["logits"])
+    return np.concatenate(out)
+
+
+def evaluate(params, config, encoded, y, batch_size, pad_id):
+    """Every metric on (encoded, y). Returns (metrics dict, logits)."""
+    logits = predict_logits(params, config, encoded, batch_size, pad_id)
+    if logits.shape[1] == 1:
+        pred = logits[:, 0]
+        return {"pearson": METRICS["pearson"](y, pred), "spearman": METRICS["spearman"](y, pred),
+                "mse": float(np.mean((pred - y) ** 2))}, logits
+    pred = logits.argmax(-1)
+    return {name: METRICS[name](y, pred) for name in ("accuracy", "f1", "mcc")}, logits
+
+
+def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=print):
+    """Fine-tune a classifier from the "electra.*" tensors of `encoder_params` (a discriminator, or a fresh
+    random init for a baseline).
+
+    Inputs:  train, dev: (encoded examples, labels) from finetune_data.encode_examples; fc: FinetuneConfig
+    Returns: (best params by fc.metric on dev, history: list of per-epoch dicts)
+    """
+    config = config.replace(hidden_dropout_prob=fc.dropout, attention_probs_dropout_prob=fc.dropout)
+    params = init_classifier(encoder_params, config, num_labels, fc.head, fc.seed)
+    scales = layer_lr_scales(params, config.num_hidden_layers, fc.layerwise_lr_decay, fc.official_layer_decay)
+    opt = AdamW(params, weight_decay=fc.weight_decay)
+    rng = np.random.default_rng(fc.seed)
+    steps_per_epoch = -(-len(train[0]) // fc.batch_size)
+    total = steps_per_epoch * fc.epochs
+    warmup = int(fc.warmup_proportion * total)
+    metric = fc.metric if num_labels > 1 or fc.metric in ("pearson", "spearman") else "pearson"
+    best, best_score, history, step = None, -np.inf, [], 0
+    for epoch in range(fc.epochs):
+        t0, losses = time.time(), []
+        for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng):
+            loss, m, cache = classification_forward(params, config, batch, labels, rng, train=True)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
+            grads, _ = clip_by_global_norm(classification_backward(cache), fc.clip_norm)
+            opt.update(params, grads, learning_rate(step, fc.learning_rate, warmup, total), scales)
+            losses.append(float(loss))
+            step += 1
+        scores, _ = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **scores,
+                        "seconds": time.time() - t0})
+        log(f"epoch {epoch + 1}/{fc.epochs} | train loss {np.mean(losses):.4f} | dev "
+            + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" | {time.time() - t0:.1f}s")
+        if scores[metric] > best_score:
+            best_score, best = scores[metric], copy.deepcopy(params)
+    return best, history
