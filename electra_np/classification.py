@@ -1,0 +1,140 @@
+"""Sequence classification (fine-tuning, Clark et al. 2020 Section 3.1): the discriminator's encoder with a
+head on its first token, trained with softmax cross-entropy (C >= 2 labels) or squared error (C == 1,
+regression such as STS-B).
+
+Two head layouts (ops/classifier.py), told apart by their parameter names:
+    "hf"       Hugging Face ElectraForSequenceClassification: classifier.dense.*, classifier.out_proj.*
+               (this is the layout transformers loads; hf.py saves and loads it)
+    "official" google-research/electra: one linear layer, classifier.weight (C, H), classifier.bias (C,)
+
+    params = init_classifier(discriminator_params, config, num_labels=3, head="hf", seed=0)
+    loss, metrics, cache = classification_forward(params, config, batch, labels, rng)
+    grads = classification_backward(cache)
+"""
+
+import numpy as np
+
+from .model import encoder_backward, encoder_forward
+from .ops.classifier import (OFFICIAL_HEAD_DROPOUT, hf_head_backward, hf_head_forward, mse_backward, mse_forward,
+                             official_head_backward, official_head_forward)
+from .ops.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .params import check_params, encoder_shapes, init_params
+from .validate import check_batch
+
+HEADS = ("hf", "official")
+
+
+def head_shapes(config, num_labels, head="hf"):
+    """The head's parameters and shapes: C = num_labels, H = hidden size."""
+    C, H = num_labels, config.hidden_size
+    if isinstance(C, bool) or not isinstance(C, (int, np.integer)) or C < 1:
+        raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+    if head == "hf":
+        return {"classifier.dense.weight": (H, H), "classifier.dense.bias": (H,),
+                "classifier.out_proj.weight": (C, H), "classifier.out_proj.bias": (C,)}
+    if head == "official":
+        return {"classifier.weight": (C, H), "classifier.bias": (C,)}
+    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+
+def classifier_shapes(config, num_labels, head="hf"):
+    """Every parameter of an encoder + classification head and its shape."""
+    shapes = encoder_shapes(config)
+    shapes.update(head_shapes(config, num_labels, head))
+    return shapes
+
+
+def head_of(params):
+    """("hf" | "official", num_labels) read from a classifier's parameter names and shapes."""
+    if "classifier.out_proj.weight" in params:
+        return "hf", int(np.shape(params["classifier.out_proj.weight"])[0])
+    if "classifier.weight" in params:
+        return "official", int(np.shape(params["classifier.weight"])[0])
+    raise ValueError("params hold no classification head (no classifier.out_proj.weight or classifier.weight)")
+
+
+def init_classifier(encoder_params, config, num_labels, head="hf", seed=0):
+    """Start fine-tuning: the "electra.*" tensors of any checkpoint (a discriminator, usually) are copied,
+    a fresh head is drawn as HF's _init_weights does (weights ~ N(0, initializer_range), biases 0), and
+    every other tensor (the discriminator's replaced-token head) is dropped."""
+    enc = {k: v for k, v in encoder_params.items() if k.startswith("electra.")}
+    check_params(enc, encoder_shapes(config), what="encoder params")
+    dtype = enc["electra.embeddings.word_embeddings.weight"].dtype
+    params = {k: np.array(v) for k, v in enc.items()}
+    params.update(init_params(head_shapes(config, num_labels, head), config.initializer_range, seed, dtype))
+    return params
+
+
+def classifier_forward(w, config, input_ids, token_type_ids, attention_mask, rng=None, p_head=None):
+    """Encoder, then the head that `w` holds (head_of). p_head: the head's dropout; default
+    config.hidden_dropout_prob for "hf" (HF's classifier_dropout=None fallback), 0.1 for "official".
+
+    Inputs:  w; config; input_ids, token_type_ids, attention_mask (B, T); rng: dropout on when given
+    Returns: logits (B, C), cache
+    """
+    head, _ = head_of(w)
+    h, enc_cache = encoder_forward(w, config, input_ids, token_type_ids, attention_mask, rng)  # (B, T, H)
+    if head == "hf":
+        p = config.hidden_dropout_prob if p_head is None else p_head
+        logits, head_cache = hf_head_forward(h, w, p, rng)  # (B, C)
+    else:
+        p = OFFICIAL_HEAD_DROPOUT if p_head is None else p_head
+        logits, head_cache = official_head_forward(h, w, p, rng)  # (B, C)
+    return logits, (head, enc_cache, head_cache)
+
+
+def classifier_backward(dlogits, cache):
+    """Returns: grads dict with the keys of `w`."""
+    head, enc_cache, head_cache = cache
+    dh, grads = (hf_head_backward if head == "hf" else official_head_backward)(dlogits, head_cache)
+    grads.update(encoder_backward(dh, enc_cache))
+    return grads
+
+
+def check_labels(labels, B, num_labels):
+    """Class ids in [0, C) for classification, real targets for regression (C == 1)."""
+    labels = np.asarray(labels)
+    if labels.shape != (B,):
+        raise ValueError(f"labels must have shape (B,) = {(B,)}, got {labels.shape}")
+    if num_labels == 1:
+        if not (np.issubdtype(labels.dtype, np.floating) or np.issubdtype(labels.dtype, np.integer)):
+            raise ValueError(f"regression targets must be numbers, got dtype {labels.dtype}")
+        return labels
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"class labels must be integers, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= num_labels:
+        raise ValueError(f"class labels must be in [0, num_labels={num_labels}), got {labels.min()}..{labels.max()}")
+    return labels.astype(np.int64)
+
+
+def classification_forward(params, config, batch, labels, rng=None, train=True, p_head=None):
+    """One fine-tuning forward pass: logits, then cross-entropy (C >= 2) or squared error (C == 1).
+
+    Inputs:  params: encoder + head; config: ElectraConfig; batch: dict with input_ids and optionally
+             attention_mask, token_type_ids (B, T); labels (B,); rng: dropout when train
+    Returns: loss (0-d), metrics dict, cache
+    """
+    head, C = head_of(params)
+    check_params(params, classifier_shapes(config, C, head))
+    input_ids, attention_mask, token_type_ids = check_batch(config, batch["input_ids"], batch.get("attention_mask"),
+                                                            batch.get("token_type_ids"))
+    labels = check_labels(labels, input_ids.shape[0], C)
+    logits, cache = classifier_forward(params, config, input_ids, token_type_ids, attention_mask,
+                                       rng if train else None, p_head)
+    if C == 1:
+        loss, loss_cache = mse_forward(logits[:, 0], labels)  # (B,) predictions
+        metrics = {"loss": float(loss)}
+    else:
+        loss, loss_cache = softmax_cross_entropy_forward(logits, labels)
+        metrics = {"loss": float(loss), "acc": float((logits.argmax(-1) == labels).mean())}
+    return loss, metrics, {"model": cache, "loss": loss_cache, "num_labels": C, "logits": logits}
+
+
+def classification_backward(cache, dloss=1.0):
+    """Gradient of the loss with respect to every tensor of params (same keys)."""
+    if cache["num_labels"] == 1:
+        dpred = mse_backward(dloss, cache["loss"])  # (B,)
+        dlogits = dpred[:, None]  # (B, 1)
+    else:
+        dlogits = softmax_cross_entropy_backward(dloss, cache["loss"])  # (B, C)
+    return classifier_backward(dlogits, cache["model"])
