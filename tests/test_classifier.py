@@ -37,7 +37,8 @@ def head_op(forward, backward, names, **fixed):
 
 
 def assert_below(errors, tol=TOL):
-    assert errors and all(v < tol for v in errors.values()), errors
+    bad = {k: v for k, v in errors.items() if not v < tol}
+    assert errors and not bad, bad
 
 
 def test_official_head():
@@ -106,6 +107,11 @@ def test_whole_classification_loss(head, num_labels):
     assert set(grads) == set(params) and metrics["loss"] == float(loss)
     f = lambda: float(classification_forward(params, CONFIG, b, labels, train=False)[0])
     errs = check_function(f, params, grads)
+    for k in [k for k in errs if k.endswith("attention.self.key.bias")]:
+        # softmax ignores the per-row shift q.b_k: the true gradient is exactly 0 and the relative error
+        # compares rounding noise with rounding noise (see tests/test_ops.py), so hold it to zero instead
+        del errs[k]
+        assert np.abs(grads[k]).max() < 1e-12
     assert_below(errs, 1e-6)  # measured <= 1e-7; the whole-loss bound of STYLE.md is 1e-5
 
 
