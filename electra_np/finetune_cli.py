@@ -1,0 +1,272 @@
+"""`electra-np finetune`, `electra-np evaluate` and `electra-np predict`: text classification on top of a
+pretrained discriminator (an electra_np run, or a Hugging Face ElectraForPreTraining folder).
+
+    electra-np finetune --model runs/electra-tiny --train train.tsv --dev dev.tsv --out_dir runs/sst2
+    electra-np evaluate --model runs/sst2 --data dev.tsv
+    electra-np predict  --model runs/sst2 --data new.tsv --output predictions.tsv
+
+A fine-tuned folder holds model.npz (+ model.safetensors with the `hf` extra), config.json (with the
+label names), vocab.txt, finetune.json (the recipe and the data columns) and history.jsonl.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .config import ElectraConfig
+from .finetune import FinetuneConfig, evaluate, finetune, predict_logits
+from .finetune_data import encode_examples, label_map, read_tsv
+from .tokenizer import Tokenizer
+
+ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
+                 "ElectraNpOfficialClassifier")
+
+
+class FinetuneError(ValueError):
+    """A user error: printed as one line, exit code 2."""
+
+
+def model_folder(path):
+    """An electra_np pretraining run holds its discriminator in run/discriminator."""
+    path = Path(path)
+    if (path / "discriminator" / "config.json").is_file():
+        return path / "discriminator"
+    if not (path / "config.json").is_file():
+        raise FinetuneError(f"{path}: no config.json here (expected a discriminator folder or an electra_np run)")
+    return path
+
+
+def load_model(path):
+    """(config, params, config dict) from model.npz, or from Hugging Face weights via electra_np.hf."""
+    folder = model_folder(path)
+    d = json.loads((folder / "config.json").read_text())
+    arch = (d.get("architectures") or ["?"])[0]
+    if arch == "ElectraForMaskedLM":
+        raise FinetuneError(f"{folder}: this is a generator (ElectraForMaskedLM); fine-tuning starts from a "
+                            "discriminator (ElectraForPreTraining) or an encoder")
+    if arch not in ENCODER_ARCHS:
+        raise FinetuneError(f"{folder}: architecture {arch!r} is not an ELECTRA discriminator or classifier")
+    if (folder / "model.npz").is_file():
+        config = ElectraConfig.from_dict(d, source=str(folder / "config.json"))
+        try:
+            with np.load(folder / "model.npz") as z:
+                params = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise FinetuneError(f"{folder / 'model.npz'}: unreadable ({e})") from None
+    else:
+        from . import hf
+
+        config, params, _ = hf.from_pretrained(folder)
+    return config, params, d
+
+
+def load_tokenizer(folder, vocab=None, lowercase=None):
+    folder = model_folder(folder)
+    path = Path(vocab) if vocab else folder / "vocab.txt"
+    if not path.is_file():
+        raise FinetuneError(f"{path}: no vocab.txt (pass --vocab)")
+    if lowercase is None:
+        tc = folder / "tokenizer_config.json"
+        lowercase = json.loads(tc.read_text()).get("do_lower_case", True) if tc.is_file() else True
+    return Tokenizer.from_file(path, do_lower_case=lowercase)
+
+
+def read_examples(args, path):
+    if args.task:
+        return read_glue_file(args.task, path)
+    return read_tsv(path, args.text_column, args.label_column, args.text_b_column, header=not args.no_header)
+
+
+def read_glue_file(task, path):
+    """SST-2: header sentence<TAB>label; CoLA: no header, columns source, label, mark, sentence."""
+    if task == "sst2":
+        return read_tsv(path, "sentence", "label")
+    return read_tsv(path, 3, 1, header=False)
+
+
+def save_classifier(out_dir, config, params, tokenizer, labels, fc, history, columns):
+    """Atomic: a temp folder beside out_dir, then os.replace."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    try:
+        np.savez(tmp / "model.npz", **params)
+        head = "ElectraForSequenceClassification" if "classifier.out_proj.weight" in params else "ElectraNpOfficialClassifier"
+        d = config.to_dict()
+        d.update(architectures=[head], id2label={str(i): l for l, i in labels.items()},
+                 label2id=dict(labels), num_labels=len(labels))
+        (tmp / "config.json").write_text(json.dumps(d, indent=2) + "\n")
+        tokenizer.save(tmp / "vocab.txt")
+        (tmp / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": tokenizer.do_lower_case}) + "\n")
+        (tmp / "finetune.json").write_text(json.dumps({"recipe": fc.__dict__, "columns": columns}, indent=2) + "\n")
+        (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        if head == "ElectraForSequenceClassification":
+            try:
+                from . import hf
+
+                hf.save_pretrained(tmp / "hf", config, params, "classifier", {"id2label": d["id2label"],
+                                                                             "label2id": d["label2id"]})
+                for f in (tmp / "hf").iterdir():
+                    if f.name not in ("config.json",):
+                        os.replace(f, tmp / f.name)
+                shutil.rmtree(tmp / "hf")
+            except ImportError:
+                pass
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def cmd_finetune(args, echo=print):
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FinetuneError(f"{out}: the output folder is not empty (pass --overwrite to replace it)")
+    if args.random_init and not args.vocab:
+        raise FinetuneError("--random_init needs --vocab (and the model folder for its config)")
+    config, params, _ = load_model(args.model)
+    tokenizer = load_tokenizer(args.model, args.vocab, args.lowercase)
+    if len(tokenizer) != config.vocab_size:
+        raise FinetuneError(f"the vocabulary has {len(tokenizer)} tokens but the model's vocab_size is "
+                            f"{config.vocab_size}")
+    if args.random_init:
+        from .params import encoder_shapes, init_params
+
+        params = init_params(encoder_shapes(config), config.initializer_range, args.seed)
+    train_ex, dev_ex = read_examples(args, args.train), read_examples(args, args.dev)
+    labels = label_map(train_ex)
+    fc = FinetuneConfig(learning_rate=args.lr, layerwise_lr_decay=args.layer_decay,
+                        official_layer_decay=args.official_layer_decay, epochs=args.epochs,
+                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, head=args.head,
+                        seed=args.seed, metric=args.metric, weight_decay=args.weight_decay)
+    T = min(fc.max_seq_length, config.max_position_embeddings)
+    train = encode_examples(train_ex, tokenizer, T, labels)
+    dev = encode_examples(dev_ex, tokenizer, T, labels)
+    echo(f"fine-tuning {model_folder(args.model)} on {len(train_ex)} examples, {len(labels)} labels "
+         f"{sorted(labels)}, dev {len(dev_ex)}")
+    best, history = finetune(params, config, len(labels), train, dev, fc, tokenizer.pad_id, log=echo)
+    columns = {"text_column": args.text_column, "text_b_column": args.text_b_column,
+               "label_column": args.label_column, "no_header": args.no_header, "task": args.task}
+    save_classifier(out, config, best, tokenizer, labels, fc, history, columns)
+    best_epoch = max(history, key=lambda h: h[fc.metric])
+    echo(f"best dev {fc.metric} {best_epoch[fc.metric]:.4f} (epoch {best_epoch['epoch']}); saved to {out}")
+    return best_epoch
+
+
+def _classifier(args):
+    folder = Path(args.model)
+    f = folder / "finetune.json"
+    if not f.is_file():
+        raise FinetuneError(f"{folder}: not a fine-tuned classifier (no finetune.json)")
+    config, params, d = load_model(folder)
+    labels = {l: int(i) for l, i in d["label2id"].items()}
+    return config, params, labels, load_tokenizer(folder), json.loads(f.read_text())
+
+
+def _examples(args, cols, labelled):
+    for k in ("text_column", "text_b_column", "label_column", "no_header", "task"):
+        if getattr(args, k, None) in (None, False):
+            setattr(args, k, cols[k])
+    if args.task:
+        return read_glue_file(args.task, args.data)
+    return read_tsv(args.data, args.text_column, args.label_column if labelled else None, args.text_b_column,
+                    header=not args.no_header)
+
+
+def cmd_evaluate(args, echo=print):
+    config, params, labels, tokenizer, meta = _classifier(args)
+    ex = _examples(args, meta["columns"], labelled=True)
+    enc, y = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings), labels)
+    scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id)
+    echo(" ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(ex)} examples)")
+    return scores
+
+
+def cmd_predict(args, echo=print):
+    config, params, labels, tokenizer, meta = _classifier(args)
+    ex = _examples(args, meta["columns"], labelled=False)
+    enc, _ = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings))
+    logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id)
+    names = sorted(labels, key=labels.get)
+    z = logits - logits.max(1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    lines = ["label\t" + "\t".join(f"p_{n}" for n in names)]
+    lines += [names[p.argmax()] + "\t" + "\t".join(f"{q:.6f}" for q in p) for p in probs]
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+        echo(f"wrote {len(ex)} predictions to {out}")
+    else:
+        sys.stdout.write(text)
+    return probs
+
+
+def _column(s):
+    """A column given on the command line: a header name, or an index with --no_header."""
+    return int(s) if s.isdigit() else s
+
+
+def add_parsers(sub):
+    """Register the three commands on an argparse subparsers object."""
+    def columns(p, labelled=True, training=False):
+        same = "" if training else " (default: as in training)"
+        p.add_argument("--task", choices=["sst2", "cola"], help="read GLUE SST-2 / CoLA files as they come" + same)
+        p.add_argument("--text_column", default="sentence" if training else None, type=_column,
+                       help="header name (or 0-based index with --no_header) of the text" + same)
+        p.add_argument("--text_b_column", default=None, type=_column, help="second text of a sentence pair, if any" + same)
+        if labelled:
+            p.add_argument("--label_column", default="label" if training else None, type=_column,
+                           help="header name (or index) of the label" + same)
+        p.add_argument("--no_header", action="store_true", help="the TSV has no header row; columns are indices")
+        p.add_argument("--batch_size", type=int, default=32, help="examples per batch")
+
+    p = sub.add_parser("finetune", help="fine-tune a discriminator for text classification")
+    p.add_argument("--model", required=True, help="an electra_np run folder or a discriminator folder (electra_np or Hugging Face)")
+    p.add_argument("--train", required=True, help="training TSV")
+    p.add_argument("--dev", required=True, help="dev TSV, evaluated after every epoch; the best epoch is kept")
+    p.add_argument("--out_dir", required=True, help="where the fine-tuned classifier goes")
+    p.add_argument("--vocab", default=None, help="vocab.txt (default: the model folder's)")
+    p.add_argument("--lowercase", default=None, action=__import__("argparse").BooleanOptionalAction,
+                   help="lowercase text (default: as the model's tokenizer_config.json says)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (official: 1e-4; 3e-4 for Small)")
+    p.add_argument("--layer_decay", type=float, default=0.8, help="layer-wise learning-rate decay")
+    p.add_argument("--official_layer_decay", action="store_true",
+                   help="reproduce the official code's off-by-one (top layer gets decay squared)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs")
+    p.add_argument("--max_seq_length", type=int, default=128, help="longer examples are truncated")
+    p.add_argument("--head", choices=["official", "hf"], default="official",
+                   help="official: [CLS] -> dropout -> linear; hf: ElectraClassificationHead")
+    p.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (official: 0)")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "f1", "mcc"], help="dev metric that picks the best epoch")
+    p.add_argument("--seed", type=int, default=0, help="seed for the head, shuffling and dropout")
+    p.add_argument("--random_init", action="store_true", help="baseline: a randomly initialized encoder of the same shape")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out_dir")
+    columns(p, training=True)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="score a fine-tuned classifier on a labelled TSV")
+    p.add_argument("--model", required=True, help="a folder written by `electra-np finetune`")
+    p.add_argument("--data", required=True, help="labelled TSV (same columns as training unless given)")
+    columns(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="labels and probabilities for a TSV of texts")
+    p.add_argument("--model", required=True, help="a folder written by `electra-np finetune`")
+    p.add_argument("--data", required=True, help="TSV of texts")
+    p.add_argument("--output", default=None, help="output TSV (default: standard output)")
+    columns(p, labelled=False)
+    p.set_defaults(func=cmd_predict)
