@@ -1,0 +1,15 @@
+"""Numba kernels: each fuses the elementwise work around a matrix product (which stays in BLAS) and has a
+NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.py holds it equal to.
+
+    attention.py   scale + key mask + softmax + dropout, and backward   (ops/attention.py attention core)
+    gelu.py        bias + GELU (erf and tanh), and backward             (ops/linear.py + ops/activations.py)
+    layernorm.py   bias + dropout + residual + LayerNorm, and backward  (ops/layer.py, ops/layernorm.py)
+    losses.py      gathered softmax cross-entropy, binary CE, Gumbel-max (ops/losses.py, masking.gumbel_sample)
+    embeddings.py  gather + LayerNorm + dropout, scatter-add backward   (ops/embeddings.py)
+    adamw.py       the AdamW update                                     (optim.AdamW.update)
+    common.py      wrapper checks, vectorizable float32 exp/erf/tanh, bias add, column sums
+
+All are compiled with cache=True (first run compiles and writes __pycache__/*.nbi/.nbc; later processes
+load them). Kernels run in prange over independent work only; sums over the rows of a batch go through
+per-thread partial buffers, so a result is deterministic for a given thread count (threads.py).
+"""

@@ -1,0 +1,44 @@
+"""AdamW, fast: the twin of optim.AdamW.update (the official ELECTRA optimizer), one fused pass per tensor:
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    update = (m / c1) / (sqrt(v / c2) + eps) + wd * p   (wd only where optim.decays(name));  p -= lr * update
+
+c1 = 1 - b1^t and c2 = 1 - b2^t with bias correction, else 1 (the official default). Elementwise, so
+prange over elements; parameters, m and v are updated in place.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..optim import decays
+from .common import FASTMATH, as_input, as_output
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _adamw(p, g, m, v, lr, b1, a1, b2, a2, c1, c2, eps, wd):
+    for i in prange(p.size):
+        mi = m[i] * b1 + a1 * g[i]
+        vi = v[i] * b2 + a2 * (g[i] * g[i])
+        m[i], v[i] = mi, vi
+        upd = (mi / c1) / (math.sqrt(vi / c2) + eps) + wd * p[i]
+        p[i] -= lr * upd
+
+
+def adamw_update(params, grads, m, v, lr, t, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-6,
+                 bias_correction=False):
+    """Update params, m, v (dicts of C-contiguous arrays, same keys) in place for step number t (1-based,
+    already incremented, as optim.AdamW.update does before updating). grads may be views of reused buffers."""
+    c1 = 1.0 - beta1 ** t if bias_correction else 1.0
+    c2 = 1.0 - beta2 ** t if bias_correction else 1.0
+    for k, p in params.items():
+        dt = p.dtype
+        shape = p.shape
+        for name, a in (("param", p), ("m", m[k]), ("v", v[k])):
+            as_output(f"{name} {k}", a, dt, shape)
+        g = as_input(f"grad {k}", grads[k], dt, shape)
+        wd = weight_decay if (weight_decay and decays(k)) else 0.0
+        T = dt.type
+        _adamw(p.reshape(-1), g.reshape(-1), m[k].reshape(-1), v[k].reshape(-1), T(lr), T(beta1), T(1 - beta1), T(beta2),
+               T(1 - beta2), T(c1), T(c2), T(eps), T(wd))

@@ -1,0 +1,153 @@
+"""The attention core, fast: the twin of ops/attention.py `attention_core_forward` / `attention_core_backward`.
+
+    S = q k^T (BLAS, batched)  ->  P = softmax(S * s + bias), P' = dropout(P)  (one fused kernel)  ->  ctx = P' v (BLAS)
+    backward: dP' = dctx v^T, dv = P'^T dctx, dq = dS k, dk = dS^T q (BLAS), with the fused kernel
+              dS = s * P * (dP - sum(dP * P)), dP = dP' * mask, recomputing P' = P * mask on the way.
+
+The kernels run in prange over (batch, head) pairs; each pair's rows are independent. A query whose keys
+are all padding gets an all-zero row, as in the reference. The dropout keep pattern is stored as one byte
+per probability (u >= p of the float32 uniforms the reference draws), so backward never stores P'.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .common import FASTMATH, _keep_scale, as_input, as_output, exp_
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _softmax_dropout_forward(scores, bias, scale, u, p, keep_scale, drop, probs, probs_d, keep):
+    B, NH, T, Tk = scores.shape
+    ninf = -np.inf
+    for bh in prange(B * NH):
+        b, h = bh // NH, bh % NH
+        for i in range(T):
+            s_row, p_row = scores[b, h, i], probs[b, h, i]
+            m = ninf
+            for j in range(Tk):
+                s = s_row[j] * scale + bias[b, j]
+                p_row[j] = s
+                m = max(m, s)
+            if m == ninf:  # every key is padding: an all-zero row, not NaN
+                for j in range(Tk):
+                    p_row[j] = 0
+            else:
+                total = scores.dtype.type(0)
+                for j in range(Tk):
+                    e = exp_(p_row[j] - m)
+                    p_row[j] = e
+                    total += e
+                for j in range(Tk):
+                    p_row[j] = p_row[j] / total
+            if drop:
+                d_row, k_row, u_row = probs_d[b, h, i], keep[b, h, i], u[b, h, i]
+                for j in range(Tk):
+                    k = u_row[j] >= p
+                    k_row[j] = k
+                    d_row[j] = p_row[j] * (keep_scale if k else scores.dtype.type(0))
+
+
+def softmax_dropout_forward(scores, bias, scale, p, u, probs, probs_d=None, keep=None):
+    """P = softmax(scores * scale + bias) (rows of all -inf give 0), P' = P * (u >= p) / (1 - p).
+
+    Inputs:  scores (B, NH, T, T) (= q k^T); bias (B, T) additive key mask (0 / -inf); scale; p;
+             u (B, NH, T, T) float32 uniforms, or None for no dropout
+    Outputs (written): probs (B, NH, T, T); probs_d same shape and keep (uint8) when u is given
+    """
+    dt = scores.dtype
+    B, NH, T, Tk = scores.shape
+    scores = as_input("scores", scores, dt)
+    bias = as_input("bias", bias, dt, (B, Tk))
+    as_output("probs", probs, dt, scores.shape)
+    drop = u is not None
+    if drop:
+        u = as_input("u", u, np.float32, scores.shape)
+        as_output("probs_d", probs_d, dt, scores.shape)
+        as_output("keep", keep, np.uint8, scores.shape)
+    else:
+        u, probs_d, keep = np.empty((1, 1, 1, 1), np.float32), probs, np.empty((1, 1, 1, 1), np.uint8)  # unread
+    _softmax_dropout_forward(scores, bias, dt.type(scale), u, np.float32(p), _keep_scale(dt, p), drop, probs, probs_d, keep)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _softmax_dropout_backward(dprobs_d, probs, keep, p, keep_scale, drop, scale, dscores, probs_d):
+    B, NH, T, Tk = probs.shape
+    zero = probs.dtype.type(0)
+    for bh in prange(B * NH):
+        b, h = bh // NH, bh % NH
+        for i in range(T):
+            g_row, p_row, ds_row = dprobs_d[b, h, i], probs[b, h, i], dscores[b, h, i]
+            c = zero
+            if drop:
+                k_row, d_row = keep[b, h, i], probs_d[b, h, i]
+                for j in range(Tk):
+                    mk = keep_scale if k_row[j] else zero
+                    g = g_row[j] * mk  # dropout backward
+                    ds_row[j] = g
+                    d_row[j] = p_row[j] * mk  # P' recomputed, bit-equal to the forward's
+                    c += g * p_row[j]
+            else:
+                for j in range(Tk):
+                    ds_row[j] = g_row[j]
+                    c += g_row[j] * p_row[j]
+            for j in range(Tk):
+                ds_row[j] = p_row[j] * (ds_row[j] - c) * scale
+
+
+def softmax_dropout_backward(dprobs_d, probs, keep, p, scale, dscores, probs_d=None):
+    """dS = scale * P * (dP - rowsum(dP * P)), dP = dP' * mask; also rewrites P' = P * mask into probs_d.
+    `scale` is folded in so that dq = dS k and dk = dS^T q need no further pass. dscores may be dprobs_d."""
+    dt = probs.dtype
+    dprobs_d = as_input("dprobs_d", dprobs_d, dt, probs.shape)
+    probs = as_input("probs", probs, dt)
+    as_output("dscores", dscores, dt, probs.shape)
+    drop = keep is not None
+    if drop:
+        keep = as_input("keep", keep, np.uint8, probs.shape)
+        as_output("probs_d", probs_d, dt, probs.shape)
+    else:
+        keep, probs_d = np.empty((1, 1, 1, 1), np.uint8), np.empty((1, 1, 1, 1), dt)
+    _softmax_dropout_backward(dprobs_d, probs, keep, np.float32(p), _keep_scale(dt, p), drop, dt.type(scale), dscores, probs_d)
+
+
+# ----------------------------------------------------------------------------- the core, with its matmuls
+
+def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
+    """The twin of ops.attention.attention_core_forward, with the key mask given as bias (B, T) of 0 / -inf
+    (ops.attention.key_mask_bias(...)[:, 0, 0]). Draws the same float32 uniforms from rng.
+
+    Inputs:  q, k, v (B, NH, T, hs), any strides BLAS accepts; buffers: a dict from `attention_buffers`
+    Returns: ctx (B, NH, T, hs), cache
+    """
+    B, NH, T, hs = q.shape
+    buf = buffers if buffers is not None else attention_buffers(B, NH, T, hs, q.dtype)
+    scale = 1.0 / np.sqrt(hs)
+    np.matmul(q, k.swapaxes(-1, -2), out=buf["scores"])  # (B, NH, T, T)
+    drop = p_drop > 0 and rng is not None
+    if drop:
+        rng.random(dtype=np.float32, out=buf["u"])  # ops/dropout.py dropout_mask's draw
+    softmax_dropout_forward(buf["scores"], bias, scale, p_drop, buf["u"] if drop else None, buf["probs"],
+                            buf["probs_d"], buf["keep"])
+    np.matmul(buf["probs_d"] if drop else buf["probs"], v, out=buf["ctx"])  # (B, NH, T, hs)
+    return buf["ctx"], (q, k, v, buf, p_drop, drop)
+
+
+def attention_core_backward(dctx, cache):
+    """Returns: dq, dk, dv (B, NH, T, hs) (views of the buffers)."""
+    q, k, v, buf, p_drop, drop = cache
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    np.matmul(dctx, v.swapaxes(-1, -2), out=buf["scores"])  # dP' (B, NH, T, T), reusing the scores buffer
+    softmax_dropout_backward(buf["scores"], buf["probs"], buf["keep"] if drop else None, p_drop, scale,
+                             buf["scores"], buf["probs_d"])
+    np.matmul((buf["probs_d"] if drop else buf["probs"]).swapaxes(-1, -2), dctx, out=buf["dv"])
+    np.matmul(buf["scores"], k, out=buf["dq"])
+    np.matmul(buf["scores"].swapaxes(-1, -2), q, out=buf["dk"])
+    return buf["dq"], buf["dk"], buf["dv"]
+
+
+def attention_buffers(B, NH, T, hs, dtype):
+    """Every array the core writes, allocated once and reused by every call with the same shapes."""
+    sq, sv = (B, NH, T, T), (B, NH, T, hs)
+    return {"scores": np.empty(sq, dtype), "probs": np.empty(sq, dtype), "probs_d": np.empty(sq, dtype),
+            "keep": np.empty(sq, np.uint8), "u": np.empty(sq, np.float32), "ctx": np.empty(sv, dtype),
+            "dq": np.empty(sv, dtype), "dk": np.empty(sv, dtype), "dv": np.empty(sv, dtype)}

@@ -1,0 +1,145 @@
+"""Embeddings, fast: the twin of ops/embeddings.py without its projection (a BLAS matmul in the model).
+
+    forward:  s = W_word[ids] + W_type[types] + W_pos[t];  x = dropout(LayerNorm(s))      (prange over tokens)
+    backward: dln = dx * mask;  ds = LayerNorm backward (dw, db through per-thread partials);
+              dW_word[ids] += ds, dW_type[types] += ds, dW_pos[t] += ds    (scatter-add)
+
+The scatter-add runs in prange over blocks of embedding columns: each column block is owned by one
+iteration, which walks every token in order, so repeated ids accumulate (never `dW[ids] = ...`) and the
+result does not depend on timing. It adds into the given gradient buffers: the generator and the
+discriminator share these tables, and the word table also receives the tied output projection's gradient.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .common import FASTMATH, _keep_scale, as_input, as_output, float_dtype, num_chunks
+from .layernorm import _dummy
+
+COL_BLOCK = 16
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, u, p, keep_scale, drop, out, xhat, rstd, keep):
+    B, T = ids.shape
+    E = word.shape[1]
+    dt = word.dtype.type
+    for n in prange(B * T):
+        b, t = n // T, n % T
+        xr, wr, yr, pr = xhat[n], word[ids[b, t]], typ[types[b, t]], pos[t]
+        m = dt(0.0)
+        for j in range(E):
+            s = wr[j] + yr[j] + pr[j]
+            xr[j] = s
+            m += s
+        m = m / dt(E)
+        v = dt(0.0)
+        for j in range(E):
+            xr[j] = xr[j] - m
+            v += xr[j] * xr[j]
+        r = dt(1.0) / math.sqrt(v / dt(E) + eps)
+        rstd[n] = r
+        for j in range(E):
+            xr[j] = xr[j] * r
+            y = xr[j] * w[j] + beta[j]
+            if drop:
+                k = u[n, j] >= p
+                keep[n, j] = k
+                y = y * (keep_scale if k else dt(0.0))
+            out[n, j] = y
+
+
+def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd, u=None, p=0.0, keep=None):
+    """Inputs:  ids, types (B, T) int64; word (V, E), pos (P, E), typ (Y, E); w, beta (E,) LayerNorm; eps;
+             u (B*T, E) float32 uniforms or None (no dropout), p
+    Outputs: out (B*T, E), xhat (B*T, E), rstd (B*T,), keep (B*T, E) uint8 when u is given
+    """
+    dt = float_dtype("word", word)
+    B, T = ids.shape
+    E = word.shape[1]
+    ids, types = as_input("ids", ids, np.int64), as_input("types", types, np.int64, (B, T))
+    word, pos, typ = as_input("word", word, dt), as_input("pos", pos, dt), as_input("typ", typ, dt)
+    if T > pos.shape[0]:
+        raise ValueError(f"sequence length {T} exceeds the {pos.shape[0]} position embeddings")
+    w, beta = as_input("w", w, dt, (E,)), as_input("beta", beta, dt, (E,))
+    for name, a, shape in (("out", out, (B * T, E)), ("xhat", xhat, (B * T, E)), ("rstd", rstd, (B * T,))):
+        as_output(name, a, dt, shape)
+    drop = u is not None
+    if drop:
+        u = as_input("u", u, np.float32, (B * T, E))
+        as_output("keep", keep, np.uint8, (B * T, E))
+    else:
+        u, keep = _dummy(np.float32, 2), _dummy(np.uint8, 2)
+    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), u, np.float32(p), _keep_scale(dt, p), drop, out, xhat, rstd, keep)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _embeddings_ln_backward(dx, xhat, rstd, w, keep, p, keep_scale, drop, ds, partial):
+    N, E = xhat.shape
+    P = partial.shape[0]
+    dt = xhat.dtype.type
+    for ch in prange(P):
+        pw, pb = partial[ch, 0], partial[ch, 1]
+        for j in range(E):
+            pw[j] = 0
+            pb[j] = 0
+        for i in range(ch * N // P, (ch + 1) * N // P):
+            xr, dsr = xhat[i], ds[i]
+            mg = dt(0.0)
+            mgx = dt(0.0)
+            for j in range(E):
+                d = dx[i, j]
+                if drop:
+                    d = d * (keep_scale if keep[i, j] else dt(0.0))
+                pw[j] += d * xr[j]
+                pb[j] += d
+                g = d * w[j]
+                dsr[j] = g
+                mg += g
+                mgx += g * xr[j]
+            mg, mgx = mg / dt(E), mgx / dt(E)
+            r = rstd[i]
+            for j in range(E):
+                dsr[j] = r * (dsr[j] - mg - xr[j] * mgx)
+
+
+@njit(parallel=True, cache=True)
+def _embeddings_scatter(ds, ids, types, dword, dpos, dtyp):
+    B, T = ids.shape
+    E = ds.shape[1]
+    nb = (E + COL_BLOCK - 1) // COL_BLOCK
+    for blk in prange(nb):
+        lo, hi = blk * COL_BLOCK, min(E, (blk + 1) * COL_BLOCK)
+        for n in range(B * T):
+            b, t = n // T, n % T
+            wi, yi = ids[b, t], types[b, t]
+            for j in range(lo, hi):
+                g = ds[n, j]
+                dword[wi, j] += g
+                dtyp[yi, j] += g
+                dpos[t, j] += g
+
+
+def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, dbeta, ds, keep=None, p=0.0,
+                        partial=None):
+    """Inputs:  dx (B*T, E); ids, types (B, T); xhat, rstd, w, keep, p: the forward's
+    Outputs: dword (V, E), dpos (P, E), dtyp (Y, E) ADDED INTO; dw, dbeta (E,) overwritten; ds (B*T, E) scratch
+    """
+    dt = float_dtype("xhat", xhat)
+    N, E = xhat.shape
+    dx, xhat, rstd = as_input("dx", dx, dt, (N, E)), as_input("xhat", xhat, dt), as_input("rstd", rstd, dt, (N,))
+    ids, types = as_input("ids", ids, np.int64), as_input("types", types, np.int64, ids.shape)
+    as_output("ds", ds, dt, (N, E))
+    for name, a in (("dword", dword), ("dpos", dpos), ("dtyp", dtyp)):
+        as_output(name, a, dt, (a.shape[0], E))
+    drop = keep is not None
+    keep = as_input("keep", keep, np.uint8, (N, E)) if drop else _dummy(np.uint8, 2)
+    if partial is None or partial.shape != (num_chunks(), 2, E) or partial.dtype != dt:
+        partial = np.empty((num_chunks(), 2, E), dt)
+    _embeddings_ln_backward(dx, xhat, rstd, as_input("w", w, dt, (E,)), keep, np.float32(p), _keep_scale(dt, p), drop, ds, partial)
+    sums = partial.sum(axis=0)
+    as_output("dw", dw, dt, (E,))[...] = sums[0]
+    as_output("dbeta", dbeta, dt, (E,))[...] = sums[1]
+    _embeddings_scatter(ds, ids, types, dword, dpos, dtyp)

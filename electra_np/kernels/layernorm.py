@@ -1,0 +1,146 @@
+"""Bias + dropout + residual + LayerNorm, fused: the twin of the post-LN residual block of ops/layer.py
+(`h = LayerNorm(x + dropout(y + b))`, with y the BLAS output of the dense layer) and of ops/layernorm.py.
+
+    forward:  t = resid + dropout(y + b);  out = (t - mean) * rstd * w + beta,  rstd = 1/sqrt(var + eps)
+    backward: dy = dy_a + dy_b (the residual merge: the skip path's gradient plus the branch's);
+              dw = sum dy * xhat, dbeta = sum dy;  ds = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w;
+              dd = ds * mask (dropout backward, into the dense layer);  db = sum dd
+
+Rows run in prange; the three sums over rows go through per-thread partial buffers.
+Every part is optional (no bias, no dropout, no residual, no second upstream gradient), so the same pair
+serves the generator head's plain LayerNorm.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .common import FASTMATH, _keep_scale, as_input, as_output, float_dtype, num_chunks
+
+_NONE = {}
+
+
+def _dummy(dt, ndim):
+    key = (np.dtype(dt), ndim)
+    if key not in _NONE:
+        _NONE[key] = np.zeros((1,) * ndim, dt)
+    return _NONE[key]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, u, p, keep_scale, drop, w, beta, eps, out, xhat, rstd, keep):
+    N, C = y.shape
+    dt = y.dtype.type
+    for i in prange(N):
+        xr = xhat[i]
+        for j in range(C):
+            a = y[i, j]
+            if has_bias:
+                a = a + bias[j]
+            if drop:
+                k = u[i, j] >= p
+                keep[i, j] = k
+                a = a * (keep_scale if k else dt(0.0))
+            if has_resid:
+                a = resid[i, j] + a
+            xr[j] = a
+        m = dt(0.0)
+        for j in range(C):
+            m += xr[j]
+        m = m / dt(C)
+        v = dt(0.0)
+        for j in range(C):
+            xr[j] = xr[j] - m
+            v += xr[j] * xr[j]
+        r = dt(1.0) / math.sqrt(v / dt(C) + eps)
+        rstd[i] = r
+        for j in range(C):
+            xr[j] = xr[j] * r
+            out[i, j] = xr[j] * w[j] + beta[j]
+
+
+def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resid=None, u=None, p=0.0, keep=None):
+    """Inputs:  y (N, C) the dense output before its bias; w, beta (C,) LayerNorm; bias (C,) or None;
+             resid (N, C) or None; u (N, C) float32 uniforms or None (no dropout), p
+    Outputs: out (N, C), xhat (N, C), rstd (N,), keep (N, C) uint8 (when u is given)
+    """
+    dt = float_dtype("y", y)
+    N, C = y.shape
+    y = as_input("y", y, dt)
+    w, beta = as_input("w", w, dt, (C,)), as_input("beta", beta, dt, (C,))
+    for name, a, shape in (("out", out, (N, C)), ("xhat", xhat, (N, C)), ("rstd", rstd, (N,))):
+        as_output(name, a, dt, shape)
+    has_bias, has_resid, drop = bias is not None, resid is not None, u is not None
+    bias = as_input("bias", bias, dt, (C,)) if has_bias else _dummy(dt, 1)
+    resid = as_input("resid", resid, dt, (N, C)) if has_resid else _dummy(dt, 2)
+    if drop:
+        u = as_input("u", u, np.float32, (N, C))
+        as_output("keep", keep, np.uint8, (N, C))
+    else:
+        u, keep = _dummy(np.float32, 2), _dummy(np.uint8, 2)
+    _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, u, np.float32(p), _keep_scale(dt, p), drop, w, beta, dt.type(eps),
+                                out, xhat, rstd, keep)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, keep, p, keep_scale, drop, ds, dd, want_dd, partial):
+    N, C = xhat.shape
+    P = partial.shape[0]
+    dt = xhat.dtype.type
+    for ch in prange(P):
+        pw, pb, pd = partial[ch, 0], partial[ch, 1], partial[ch, 2]
+        for j in range(C):
+            pw[j] = 0
+            pb[j] = 0
+            pd[j] = 0
+        for i in range(ch * N // P, (ch + 1) * N // P):
+            xr, dsr = xhat[i], ds[i]
+            mg = dt(0.0)
+            mgx = dt(0.0)
+            for j in range(C):
+                d = dy_a[i, j] + dy_b[i, j] if has_b else dy_a[i, j]
+                pw[j] += d * xr[j]
+                pb[j] += d
+                g = d * w[j]
+                dsr[j] = g
+                mg += g
+                mgx += g * xr[j]
+            mg, mgx = mg / dt(C), mgx / dt(C)
+            r = rstd[i]
+            for j in range(C):
+                v = r * (dsr[j] - mg - xr[j] * mgx)
+                dsr[j] = v
+                if drop:
+                    v = v * (keep_scale if keep[i, j] else dt(0.0))
+                if want_dd:
+                    dd[i, j] = v
+                pd[j] += v
+
+
+def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, keep=None, p=0.0, dd=None, dbias=None,
+                                partial=None):
+    """Inputs:  dy_a (N, C) and optionally dy_b (N, C): upstream gradients to add (the residual merge);
+             xhat, rstd, w: the forward's; keep (N, C) uint8 or None, p
+    Outputs: ds (N, C) gradient of t (the residual stream, may be dy_a); dw, dbeta (C,);
+             dd (N, C) gradient of the dense output y (ds times the dropout mask; may be ds's buffer only
+             when there is no dropout); dbias (C,) = dd summed over rows
+    """
+    dt = float_dtype("xhat", xhat)
+    N, C = xhat.shape
+    xhat, dy_a = as_input("xhat", xhat, dt), as_input("dy_a", dy_a, dt, (N, C))
+    rstd, w = as_input("rstd", rstd, dt, (N,)), as_input("w", w, dt, (C,))
+    as_output("ds", ds, dt, (N, C))
+    as_output("dw", dw, dt, (C,))
+    as_output("dbeta", dbeta, dt, (C,))
+    has_b, drop, want_dd = dy_b is not None, keep is not None, dd is not None
+    dy_b = as_input("dy_b", dy_b, dt, (N, C)) if has_b else _dummy(dt, 2)
+    keep = as_input("keep", keep, np.uint8, (N, C)) if drop else _dummy(np.uint8, 2)
+    dd = as_output("dd", dd, dt, (N, C)) if want_dd else _dummy(dt, 2)
+    if partial is None or partial.shape != (num_chunks(), 3, C) or partial.dtype != dt:
+        partial = np.empty((num_chunks(), 3, C), dt)
+    _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, keep, np.float32(p), _keep_scale(dt, p), drop, ds, dd, want_dd, partial)
+    sums = partial.sum(axis=0)  # (3, C), partials added in a fixed order
+    dw[...], dbeta[...] = sums[0], sums[1]
+    if dbias is not None:
+        as_output("dbias", dbias, dt, (C,))[...] = sums[2]

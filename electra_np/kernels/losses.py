@@ -1,0 +1,146 @@
+"""The two ELECTRA losses and the generator's Gumbel-max sampling, fast: twins of ops/losses.py and of
+masking.gumbel_sample.
+
+Softmax cross-entropy over the gathered rows (M, V): forward stores only the per-row log-sum-exp (M,);
+backward rewrites the logits buffer in place into dlogits = (exp(l - lse) - onehot) * dloss / M, so the
+(M, V) matrix exists once. Rows run in prange; the per-row losses are added in row order.
+Binary cross-entropy: B x T values, one sequential pass (too small to split).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..masking import GUMBEL_EPS
+from .common import FASTMATH, as_input, as_output, exp_, float_dtype
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _softmax_xent_forward(logits, labels, lse, row_loss, argmax):
+    M, V = logits.shape
+    for i in prange(M):
+        row = logits[i]
+        m, am = row[0], 0
+        for j in range(1, V):
+            if row[j] > m:  # first maximum, as np.argmax
+                m, am = row[j], j
+        total = 0.0  # float64 accumulator: V is large
+        for j in range(V):
+            total += exp_(row[j] - m)
+        s = m + math.log(total)
+        lse[i] = s
+        row_loss[i] = s - row[labels[i]]
+        argmax[i] = am
+
+
+def softmax_xent_forward(logits, labels, lse, row_loss, argmax):
+    """loss = mean_m [logsumexp(logits_m) - logits_m[labels_m]] (0 when M = 0).
+
+    Inputs:  logits (M, V), labels (M,) int64 in [0, V)
+    Outputs: lse (M,) for backward, row_loss (M,) float64, argmax (M,) int64 (for the accuracy metric)
+    Returns: loss (0-d array of the logits' dtype)
+    """
+    dt = float_dtype("logits", logits)
+    M, V = logits.shape
+    logits, labels = as_input("logits", logits, dt), as_input("labels", labels, np.int64, (M,))
+    as_output("lse", lse, np.float64, (M,))
+    as_output("row_loss", row_loss, np.float64, (M,))
+    as_output("argmax", argmax, np.int64, (M,))
+    _softmax_xent_forward(logits, labels, lse, row_loss, argmax)
+    total = 0.0
+    for x in row_loss:  # fixed order
+        total += x
+    return np.asarray(total / max(M, 1), dtype=dt)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _softmax_xent_backward(logits, labels, lse, scale, dlogits):
+    M, V = logits.shape
+    dt = logits.dtype.type
+    for i in prange(M):
+        s = dt(lse[i])
+        row, out = logits[i], dlogits[i]
+        for j in range(V):
+            out[j] = exp_(row[j] - s) * scale
+        out[labels[i]] -= scale
+
+
+def softmax_xent_backward(dloss, logits, labels, lse, dlogits):
+    """dlogits (M, V) = (softmax(logits) - onehot(labels)) * dloss / M; dlogits may be logits (in place)."""
+    dt = float_dtype("logits", logits)
+    M, V = logits.shape
+    logits = as_input("logits", logits, dt)
+    as_output("dlogits", dlogits, dt, (M, V))
+    _softmax_xent_backward(logits, as_input("labels", labels, np.int64, (M,)), as_input("lse", lse, np.float64, (M,)),
+                           dt.type(dloss / dt.type(max(M, 1))), dlogits)
+    return dlogits
+
+
+@njit(parallel=True, cache=True)
+def _gumbel_argmax(logits, temperature, u, out):
+    M, V = logits.shape
+    for i in prange(M):
+        best, arg = -np.inf, 0
+        for j in range(V):
+            g = -math.log(-math.log(u[i, j] + GUMBEL_EPS) + GUMBEL_EPS)
+            s = np.float64(logits[i, j] / temperature) + g  # logits / temperature in the logits' dtype, as NumPy
+            if s > best:
+                best, arg = s, j
+        out[i] = arg
+
+
+def gumbel_argmax(logits, temperature, u, out):
+    """out (M,) = argmax(logits / temperature - log(-log(u + 1e-9) + 1e-9)) per row: masking.gumbel_sample
+    with its float64 uniforms u (M, V) passed in (drawn by the caller from the same Generator, in row order)."""
+    dt = float_dtype("logits", logits)
+    logits = as_input("logits", logits, dt)
+    u = as_input("u", u, np.float64, logits.shape)
+    _gumbel_argmax(logits, dt.type(temperature), u, as_output("out", out, np.int64, (logits.shape[0],)))
+    return out
+
+
+@njit(cache=True)
+def _bce_forward(logits, labels, weights):
+    total, n = 0.0, 0.0
+    B, T = logits.shape
+    for b in range(B):
+        for t in range(T):
+            z = np.float64(logits[b, t])
+            per = max(z, 0.0) + math.log1p(math.exp(-abs(z))) - labels[b, t] * z
+            total += weights[b, t] * per
+            n += weights[b, t]
+    return total, n
+
+
+def bce_forward(logits, labels, weights):
+    """loss = sum(w * [log(1 + e^z) - y z]) / max(sum(w), 1).  logits (B, T); labels, weights (B, T) int64.
+    Returns: loss (0-d array), n (the divisor, for backward)."""
+    dt = float_dtype("logits", logits)
+    logits = as_input("logits", logits, dt)
+    total, n = _bce_forward(logits, as_input("labels", labels, np.int64, logits.shape),
+                            as_input("weights", weights, np.int64, logits.shape))
+    n = max(n, 1.0)
+    return np.asarray(total / n, dtype=dt), n
+
+
+@njit(cache=True)
+def _bce_backward(logits, labels, weights, scale, dlogits):
+    B, T = logits.shape
+    dt = logits.dtype.type
+    for b in range(B):
+        for t in range(T):
+            z = logits[b, t]
+            e = math.exp(-abs(z))
+            sig = dt(1.0) / (dt(1.0) + e) if z >= 0 else e / (dt(1.0) + e)
+            dlogits[b, t] = (sig - labels[b, t]) * weights[b, t] * scale
+
+
+def bce_backward(dloss, logits, labels, weights, n, dlogits):
+    """dlogits (B, T) = w (sigmoid(z) - y) dloss / n."""
+    dt = float_dtype("logits", logits)
+    logits = as_input("logits", logits, dt)
+    _bce_backward(logits, as_input("labels", labels, np.int64, logits.shape),
+                  as_input("weights", weights, np.int64, logits.shape), dt.type(dloss / dt.type(n)),
+                  as_output("dlogits", dlogits, dt, logits.shape))
+    return dlogits

@@ -1,0 +1,283 @@
+"""Every Numba kernel against its NumPy twin at awkward sizes (T = 1, odd T, 3 heads, fully padded rows),
+in float64 (to 1e-12 relative) and float32 (a few hundred float32 eps), dropout included with the same
+uniforms. Also run under NUMBA_DISABLE_JIT=1 in CI, so that the kernels' Python is covered."""
+
+import numpy as np
+import pytest
+
+from electra_np import masking, optim
+from electra_np.kernels import adamw, attention, common, embeddings, gelu, layernorm, losses
+from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
+from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
+from electra_np.ops.embeddings import embeddings_backward, embeddings_forward
+
+DTYPES = (np.float64, np.float32)
+TOL = {np.float64: 1e-12, np.float32: 300 * np.finfo(np.float32).eps}
+
+
+def close(got, ref, dtype, tol=None):
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-30)
+    err = float(np.abs(got - ref).max()) / scale if ref.size else 0.0
+    assert err <= (tol or TOL[dtype]), f"relative error {err:.3g}"
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- attention core
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T,p", [(1, 0.0), (5, 0.1), (8, 0.0), (7, 0.3)])
+def test_attention_core_matches_reference(dtype, T, p):
+    B, NH, hs = 3, 3, 4
+    rng = np.random.default_rng(T)
+    q, k, v, dctx = (rand(rng, (B, NH, T, hs), dtype, 2.0) for _ in range(4))
+    mask = np.ones((B, T), np.int64)
+    mask[1, T // 2 + 1:] = 0  # partial padding (none when T = 1)
+    mask[2] = 0  # a fully padded sequence: every query sees only padding keys
+    bias4 = key_mask_bias(mask, np.dtype(dtype))
+    ref_ctx, ref_cache = attention_core_forward(q, k, v, bias4, p, np.random.default_rng(7) if p else None)
+    ref = attention_core_backward(dctx, ref_cache)
+    ctx, cache = attention.attention_core_forward(q, k, v, bias4[:, 0, 0], p, np.random.default_rng(7) if p else None)
+    close(ctx, ref_ctx, dtype)
+    assert not np.isnan(ctx).any() and np.all(ctx[2] == 0)
+    for got, want in zip(attention.attention_core_backward(dctx, cache), ref):
+        close(got, want, dtype)
+
+
+def test_attention_kernel_accepts_strided_heads():
+    """The model hands q, k, v as head views of a (B, T, 3H) buffer: BLAS reads them in place."""
+    B, T, NH, hs = 2, 5, 3, 4
+    rng = np.random.default_rng(0)
+    qkv = rand(rng, (B, T, 3, NH, hs), np.float64)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, NH, T, hs), non-contiguous
+    bias = np.zeros((B, T))
+    ctx, _ = attention.attention_core_forward(q, k, v, bias, 0.0)
+    ref, _ = attention_core_forward(q.copy(), k.copy(), v.copy(), bias[:, None, None, :], 0.0)
+    close(ctx, ref, np.float64)
+
+
+# ----------------------------------------------------------------------------- bias + GELU
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["gelu", "gelu_new"])
+@pytest.mark.parametrize("N,C", [(1, 5), (7, 33)])
+def test_bias_gelu_matches_reference(dtype, act, N, C):
+    rng = np.random.default_rng(N * C)
+    x, W, b, dg = rand(rng, (N, 6), dtype), rand(rng, (C, 6), dtype), rand(rng, (C,), dtype), rand(rng, (N, C), dtype)
+    x[0, :] *= 4  # reach erf's saturated range
+    a_ref, lin_cache = linear.linear_forward(x, W, b)
+    g_ref, act_cache = activations.activation_forward(act, a_ref)
+    da_ref = activations.activation_backward(act, dg, act_cache)
+    a = x @ W.T
+    g = np.empty_like(a)
+    gelu.bias_gelu_forward(a, b, g, act)
+    close(a, a_ref, dtype)
+    close(g, g_ref, dtype)
+    da, db = np.empty_like(a), np.empty(C, dtype)
+    gelu.bias_gelu_backward(dg, a, da, db, act)
+    close(da, da_ref, dtype)
+    close(db, da_ref.sum(axis=0), dtype)
+
+
+def test_float32_exp_and_erf_are_accurate():
+    import math
+    x = np.linspace(-90, 88, 200001).astype(np.float32)
+    ref = np.exp(x.astype(np.float64))
+    got = np.array([common._exp_f32(v) for v in x[::97]], np.float64)
+    r = ref[::97]
+    ok = r > np.finfo(np.float32).tiny
+    assert np.all(np.abs(got[ok] - r[ok]) <= 2 * np.finfo(np.float32).eps * r[ok])
+    assert np.all(got[~ok] <= np.finfo(np.float32).tiny)
+    assert common._exp_f32(np.float32(-np.inf)) == 0
+    z = np.linspace(-6, 6, 2001).astype(np.float32)
+    erf_ref = np.array([math.erf(float(v)) for v in z])
+    assert np.abs(np.array([common._erf_f32(v) for v in z]) - erf_ref).max() <= 4 * np.finfo(np.float32).eps
+
+
+# ----------------------------------------------------------------------------- bias + dropout + residual + LayerNorm
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,C,p", [(1, 3, 0.0), (9, 17, 0.2), (6, 64, 0.0)])
+def test_residual_layernorm_matches_reference(dtype, N, C, p):
+    rng = np.random.default_rng(N + C)
+    y, x, b, w, beta, dy_a, dy_b = (rand(rng, s, dtype) for s in ((N, C), (N, C), (C,), (C,), (C,), (N, C), (N, C)))
+    eps = 1e-12
+    mask = dropout.dropout_mask((N, C), p, np.random.default_rng(3), np.dtype(dtype)) if p else None
+    a, drop_cache = dropout.dropout_forward(y + b, p, mask=mask)
+    h_ref, ln_cache = ln_ops.layer_norm_forward(x + a, w, beta, eps)
+    ds_ref, dw_ref, dbeta_ref = ln_ops.layer_norm_backward(dy_a + dy_b, ln_cache)
+    dd_ref = dropout.dropout_backward(ds_ref, drop_cache)
+    u = np.random.default_rng(3).random((N, C), dtype=np.float32) if p else None
+    out, xhat, rstd, keep = np.empty((N, C), dtype), np.empty((N, C), dtype), np.empty(N, dtype), np.empty((N, C), np.uint8)
+    layernorm.residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=b, resid=x, u=u, p=p, keep=keep)
+    close(out, h_ref, dtype)
+    ds, dd, dw, dbeta, dbias = (np.empty((N, C), dtype), np.empty((N, C), dtype), np.empty(C, dtype),
+                                np.empty(C, dtype), np.empty(C, dtype))
+    layernorm.residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=dy_b, keep=keep if p else None,
+                                          p=p, dd=dd, dbias=dbias)
+    for got, want in ((ds, ds_ref), (dd, dd_ref), (dw, dw_ref), (dbeta, dbeta_ref), (dbias, dd_ref.sum(axis=0))):
+        close(got, want, dtype)
+
+
+def test_layernorm_backward_is_deterministic():
+    rng = np.random.default_rng(0)
+    N, C = 257, 64
+    y, w, beta, dy = (rand(rng, s, np.float32) for s in ((N, C), (C,), (C,), (N, C)))
+    out, xhat, rstd = np.empty((N, C), np.float32), np.empty((N, C), np.float32), np.empty(N, np.float32)
+    layernorm.residual_layernorm_forward(y, w, beta, 1e-12, out, xhat, rstd)
+    runs = []
+    for _ in range(3):
+        ds, dw, db = np.empty((N, C), np.float32), np.empty(C, np.float32), np.empty(C, np.float32)
+        layernorm.residual_layernorm_backward(dy, xhat, rstd, w, ds, dw, db)
+        runs.append((ds, dw, db))
+    for r in runs[1:]:
+        for a, b in zip(r, runs[0]):
+            assert np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- losses and sampling
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,V", [(0, 7), (1, 5), (6, 13)])
+def test_softmax_xent_matches_reference(dtype, M, V):
+    rng = np.random.default_rng(M + V)
+    logits = rand(rng, (M, V), dtype, 5.0)
+    if M:
+        logits[0, 1] = 1e4  # stable for large logits
+    labels = rng.integers(0, V, M)
+    loss_ref, cache = loss_ops.softmax_cross_entropy_forward(logits, labels)
+    dl_ref = loss_ops.softmax_cross_entropy_backward(dtype(0.7), cache)
+    lse, row_loss, am = np.empty(M), np.empty(M), np.empty(M, np.int64)
+    loss = losses.softmax_xent_forward(logits, labels, lse, row_loss, am)
+    assert loss.dtype == dtype
+    close(loss, loss_ref, dtype)
+    assert np.array_equal(am, logits.argmax(-1))
+    dl = logits.copy()
+    losses.softmax_xent_backward(0.7, dl, labels, lse, dl)  # in place
+    close(dl, dl_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_matches_reference(dtype):
+    rng = np.random.default_rng(1)
+    z = rand(rng, (3, 5), dtype, 4.0)
+    z[0, 0], z[0, 1] = 1e4, -1e4
+    y = rng.integers(0, 2, (3, 5))
+    w = np.ones((3, 5), np.int64)
+    w[2] = 0  # a fully padded row
+    loss_ref, cache = loss_ops.binary_cross_entropy_forward(z, y, w)
+    dz_ref = loss_ops.binary_cross_entropy_backward(dtype(50.0), cache)
+    loss, n = losses.bce_forward(z, y, w)
+    close(loss, loss_ref, dtype)
+    dz = np.empty_like(z)
+    losses.bce_backward(50.0, z, y, w, n, dz)
+    close(dz, dz_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gumbel_argmax_draws_what_gumbel_sample_draws(dtype):
+    rng = np.random.default_rng(0)
+    logits = rand(rng, (9, 31), dtype, 3.0)
+    ref = masking.gumbel_sample(logits, 0.7, np.random.default_rng(5))
+    r = np.random.default_rng(5)
+    out = np.empty(9, np.int64)
+    for lo in range(0, 9, 4):  # drawn in row chunks: the same stream as one draw
+        hi = min(9, lo + 4)
+        losses.gumbel_argmax(logits[lo:hi], 0.7, r.random((hi - lo, 31)), out[lo:hi])
+    assert np.array_equal(out, ref)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T,p", [(1, 0.0), (7, 0.1)])
+def test_embeddings_match_reference(dtype, T, p):
+    rng = np.random.default_rng(T)
+    B, E, V = 3, 8, 6
+    w = {"embeddings.word_embeddings.weight": rand(rng, (V, E), dtype),
+         "embeddings.position_embeddings.weight": rand(rng, (9, E), dtype),
+         "embeddings.token_type_embeddings.weight": rand(rng, (2, E), dtype),
+         "embeddings.LayerNorm.weight": rand(rng, (E,), dtype), "embeddings.LayerNorm.bias": rand(rng, (E,), dtype)}
+    ids = rng.integers(0, 3, (B, T))  # few ids: repeats must accumulate
+    types = rng.integers(0, 2, (B, T))
+    dx = rand(rng, (B, T, E), dtype)
+    x_ref, cache = embeddings_forward(ids, types, w, 1e-12, p, np.random.default_rng(2) if p else None)
+    g_ref = embeddings_backward(dx, cache)
+    N = B * T
+    out, xhat, rstd, keep = np.empty((N, E), dtype), np.empty((N, E), dtype), np.empty(N, dtype), np.empty((N, E), np.uint8)
+    u = np.random.default_rng(2).random((N, E), dtype=np.float32) if p else None
+    embeddings.embeddings_forward(ids, types, w["embeddings.word_embeddings.weight"],
+                                  w["embeddings.position_embeddings.weight"], w["embeddings.token_type_embeddings.weight"],
+                                  w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], 1e-12,
+                                  out, xhat, rstd, u=u, p=p, keep=keep)
+    close(out, x_ref.reshape(N, E), dtype)
+    dword, dpos, dtyp = np.zeros((V, E), dtype), np.zeros((9, E), dtype), np.zeros((2, E), dtype)
+    dw, db, ds = np.empty(E, dtype), np.empty(E, dtype), np.empty((N, E), dtype)
+    embeddings.embeddings_backward(dx.reshape(N, E), ids, types, xhat, rstd, w["embeddings.LayerNorm.weight"],
+                                   dword, dpos, dtyp, dw, db, ds, keep=keep if p else None, p=p)
+    for got, key in ((dword, "word_embeddings.weight"), (dpos, "position_embeddings.weight"),
+                     (dtyp, "token_type_embeddings.weight"), (dw, "LayerNorm.weight"), (db, "LayerNorm.bias")):
+        close(got, g_ref[f"embeddings.{key}"], dtype)
+
+
+# ----------------------------------------------------------------------------- AdamW and small kernels
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_adamw_matches_optim(dtype, bias_correction):
+    rng = np.random.default_rng(0)
+    params = {"a.weight": rand(rng, (5, 3), dtype), "a.bias": rand(rng, (5,), dtype),
+              "LayerNorm.weight": rand(rng, (7,), dtype)}
+    ref_params = {k: v.copy() for k, v in params.items()}
+    opt = optim.AdamW(ref_params, bias_correction=bias_correction)
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(x) for k, x in params.items()}
+    for t in (1, 2, 3):
+        grads = {k: rand(rng, x.shape, dtype) for k, x in params.items()}
+        opt.update(ref_params, grads, 1e-2)
+        adamw.adamw_update(params, grads, m, v, 1e-2, t, bias_correction=bias_correction)
+    for k in params:
+        close(params[k], ref_params[k], dtype)
+        close(m[k], opt.m[k], dtype)
+        close(v[k], opt.v[k], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sums_and_bias(dtype):
+    rng = np.random.default_rng(0)
+    x = rand(rng, (11, 300), dtype)
+    out = np.empty(300, dtype)
+    close(common.sum_rows(x, out), x.sum(axis=0), dtype)
+    close(common.sum_rows_wide(x, np.empty(300, dtype)), x.sum(axis=0), dtype)
+    b = rand(rng, (300,), dtype)
+    y = x.copy()
+    close(common.add_bias(y, b), x + b, dtype)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_wrappers_refuse_wrong_dtype_and_bad_outputs():
+    a = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match="b has dtype float64, expected float32"):
+        gelu.bias_gelu_forward(a, np.zeros(5), np.empty_like(a))
+    with pytest.raises(ValueError, match="output g must be a float32 array of shape"):
+        gelu.bias_gelu_forward(a, np.zeros(5, np.float32), np.empty((4, 4), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gelu.bias_gelu_forward(a, np.zeros(5, np.float32), np.empty((5, 4), np.float32).T)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        gelu.bias_gelu_forward(np.zeros((4, 5), np.int64), np.zeros(5), np.empty((4, 5)))
+
+
+def test_non_contiguous_inputs_are_converted_not_misread():
+    rng = np.random.default_rng(0)
+    big = rand(rng, (10, 8), np.float64)
+    dy = big[::2]  # every other row: strided, non-contiguous
+    a = rand(rng, (5, 8), np.float64)
+    da = np.empty_like(a)
+    gelu.bias_gelu_backward(dy, a, da)
+    _, cache = activations.gelu_forward(a)
+    close(da, activations.gelu_backward(dy, cache), np.float64)
