@@ -193,9 +193,9 @@ def load_state_dict(path):
     return _read_torch(file), file
 
 
-def _normalize_keys(sd, kind, source):
+def _normalize_keys(sd, kind, source, tied=True):
     """HF names -> ours: drop buffers, add "electra." to a bare ElectraModel's names, untie the generator's
-    output projection (kept only as the word embeddings, HF ties the two)."""
+    output projection (kept only as the word embeddings, HF ties the two unless tie_word_embeddings is false)."""
     sd = {k: v for k, v in sd.items() if not k.endswith(BUFFER_KEYS)}
     if not any(k.startswith("electra.") for k in sd):
         sd = {("electra." + k if k.startswith(ENCODER_PREFIXES) else k): v for k, v in sd.items()}
@@ -204,6 +204,9 @@ def _normalize_keys(sd, kind, source):
         if WORD_KEY not in sd:
             sd[WORD_KEY] = out
         elif np.shape(out) == np.shape(sd[WORD_KEY]) and not np.array_equal(out, sd[WORD_KEY]):
+            if not tied:
+                raise ValueError(f"{source}: the generator's output projection is not tied to the word embeddings "
+                                 "(tie_word_embeddings is false and the two differ); electra_np always ties them")
             warnings.warn(f"{source}: {TIED_KEY} differs from the word embeddings; HF ties the two, so the word "
                           "embeddings are used for both", stacklevel=3)
     if kind == "encoder":  # an encoder can be read out of any ELECTRA checkpoint: heads are dropped
@@ -212,6 +215,7 @@ def _normalize_keys(sd, kind, source):
 
 
 def _check_vocab(config, vocab_size, source):
+    """Refuse a checkpoint whose vocab_size disagrees with a tokenizer (an int, len(), or .vocab_size)."""
     if vocab_size is None:
         return
     if isinstance(vocab_size, (int, np.integer)):
@@ -248,7 +252,7 @@ def from_pretrained(path, kind=None, dtype=np.float32, vocab_size=None):
         raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(KINDS)}")
     sd, file = load_state_dict(path)
     kind = kind or _kind_from_keys(set(sd))
-    params = _normalize_keys(sd, kind, file)
+    params = _normalize_keys(sd, kind, file, tied=d.get("tie_word_embeddings", True))
     if dtype is not None:  # a writable copy; integer tensors are left for check_params to refuse
         params = {k: (np.array(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else v) for k, v in params.items()}
     check_params(params, kind_shapes(config, kind, _num_labels(d)), what=f"{file} ({KINDS[kind]} tensors)")
@@ -339,11 +343,13 @@ def _write_folder(folder, config, params, kind, extra_config=None):
     st.save_file(tensors, os.path.join(folder, SAFETENSORS_NAME), metadata={"format": "pt"})
 
 
-def save_pretrained(path, config, params, kind, extra_config=None):
+def save_pretrained(path, config, params, kind, extra_config=None, vocab_size=None):
     """Write a checkpoint folder that transformers' `<architecture>.from_pretrained(path)` loads with no
     missing or unexpected keys. extra_config: more config.json entries (label names, say); it may not
-    override the architecture. Validation happens first: nothing is written when it fails."""
+    override the architecture. vocab_size: an int or tokenizer the checkpoint must match.
+    Validation happens first: nothing is written when it fails."""
     _validate(config, params, kind)
+    _check_vocab(config, vocab_size, f"{KINDS[kind]} params")
     _config_dict(config, kind, params, extra_config)
     _safetensors_numpy()
     with _atomic_folder(path) as tmp:
@@ -369,6 +375,9 @@ def save_pretraining_checkpoint(path, setup, joint_params, files=()):
     for f in files:
         if not os.path.isfile(f):
             raise FileNotFoundError(f"{f}: not a file")
+        if os.path.basename(f) == "vocab.txt":
+            with open(f, encoding="utf-8") as fh:
+                _check_vocab(setup.gen, sum(1 for _ in fh), f)
     _safetensors_numpy()
     with _atomic_folder(path) as tmp:
         parts = [("generator", setup.gen, gen)] + ([("discriminator", setup.disc, disc)] if disc is not None else [])

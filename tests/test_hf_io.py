@@ -95,6 +95,10 @@ def test_generator_writes_the_tied_head(tmp_path):
     write_folder(tmp_path / "g3", hf_config(DISC, "ElectraForMaskedLM"), sd)
     with pytest.warns(UserWarning, match="tied|ties"):
         assert_same(hf.from_pretrained(tmp_path / "g3")[1], params)
+    # ... unless the config unties them: electra_np cannot represent that model
+    write_folder(tmp_path / "g4", hf_config(DISC, "ElectraForMaskedLM", tie_word_embeddings=False), sd)
+    with pytest.raises(ValueError, match="not tied"):
+        hf.from_pretrained(tmp_path / "g4")
 
 
 def test_bare_electra_model_keys_and_buffers(tmp_path):
@@ -263,6 +267,17 @@ def test_vocab_size_must_match_the_tokenizer(tmp_path):
         with pytest.raises(ValueError, match=r"config.json: the checkpoint's vocab_size is 31 but the tokenizer has 30"):
             hf.from_pretrained(tmp_path / "m", vocab_size=vocab)
     assert hf.from_pretrained(tmp_path / "m", vocab_size=31)[0] == DISC
+    with pytest.raises(ValueError, match="vocab_size is 31 but the tokenizer has 30"):
+        hf.save_pretrained(tmp_path / "new", DISC, random_params(DISC, "encoder"), "encoder", vocab_size=Tok())
+    assert not (tmp_path / "new").exists()
+
+
+def test_pretraining_checkpoint_refuses_a_vocab_file_of_another_size(tmp_path):
+    setup = Electra(DISC, GEN, PretrainingConfig(), 4, (2, 3, 4))
+    (tmp_path / "vocab.txt").write_text("".join(f"t{i}\n" for i in range(30)))
+    with pytest.raises(ValueError, match=r"vocab.txt: the checkpoint's vocab_size is 31 but the tokenizer has 30"):
+        hf.save_pretraining_checkpoint(tmp_path / "ckpt", setup, joint_params(setup), files=[tmp_path / "vocab.txt"])
+    assert sorted(os.listdir(tmp_path)) == ["vocab.txt"]
 
 
 def test_missing_safetensors_package_named(tmp_path, monkeypatch):
