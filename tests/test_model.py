@@ -298,3 +298,13 @@ def test_encoder_hidden_states_and_generator_view():
     b = padded_batch()
     h, cache = encoder_forward(gen, setup.gen, b["input_ids"], b["token_type_ids"], b["attention_mask"])
     assert h.shape == (2, 5, 3) and len(cache["hidden_states"]) == setup.gen.num_hidden_layers + 1
+
+
+def test_gumbel_max_samples_follow_the_softmax():
+    from electra_np.masking import gumbel_sample
+
+    logits = np.log(np.array([[0.5, 0.3, 0.2, 1e-12]] * 20000, np.float32))
+    for temperature, want in ((1.0, [0.5, 0.3, 0.2, 0.0]), (2.0, np.sqrt([0.5, 0.3, 0.2, 1e-12]) / np.sqrt([0.5, 0.3, 0.2, 1e-12]).sum())):
+        s = gumbel_sample(logits, temperature, np.random.default_rng(0))
+        freq = np.bincount(s, minlength=4) / len(s)
+        np.testing.assert_allclose(freq, want, atol=0.012)  # 20,000 draws: 3 sigma is about 0.01
