@@ -1,8 +1,9 @@
 """Hugging Face interoperability: load and save `transformers` ELECTRA checkpoint folders.
 
 A checkpoint folder is config.json + model.safetensors (or a sharded model.safetensors.index.json, or
-pytorch_model.bin when torch is installed). Our parameter dicts already use HF state-dict names, so a
-checkpoint maps one-to-one onto a dict; the kind of model comes from config["architectures"]:
+pytorch_model.bin when torch is installed, or electra_np's own model.npz). Our parameter dicts already use
+HF state-dict names, so a checkpoint maps one-to-one onto a dict; the kind of model comes from
+config["architectures"] (else from the parameter names):
 
     kind                  architecture                        parameters
     "discriminator"       ElectraForPreTraining               params.discriminator_shapes
@@ -52,6 +53,7 @@ CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_NAME = "pytorch_model.bin"
+NPZ_NAME = "model.npz"  # electra_np's own format (train.py), same names; read last, never written here
 WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, TORCH_NAME)  # stale copies are never carried over
 
 TIED_KEY = "generator_lm_head.weight"  # HF ties it to the word embeddings; we store it only there
@@ -141,10 +143,10 @@ def _kind_from_keys(keys):
 
 
 def _weights_file(path):
-    for name in WEIGHT_FILES:
+    for name in (*WEIGHT_FILES, NPZ_NAME):
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
-    raise FileNotFoundError(f"{path}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
+    raise FileNotFoundError(f"{path}: no weights file (looked for {', '.join((*WEIGHT_FILES, NPZ_NAME))})")
 
 
 def _read_safetensors(file):
@@ -190,6 +192,12 @@ def load_state_dict(path):
         return sd, file
     if file.endswith(".safetensors"):
         return _read_safetensors(file), file
+    if file.endswith(NPZ_NAME):
+        try:
+            with np.load(file, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}, file
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{file}: not a readable .npz file ({e})") from None
     return _read_torch(file), file
 
 
@@ -254,7 +262,8 @@ def from_pretrained(path, kind=None, dtype=np.float32, vocab_size=None):
     kind = kind or _kind_from_keys(set(sd))
     params = _normalize_keys(sd, kind, file, tied=d.get("tie_word_embeddings", True))
     if dtype is not None:  # a writable copy; integer tensors are left for check_params to refuse
-        params = {k: (np.array(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else v) for k, v in params.items()}
+        params = {k: np.array(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else v
+                  for k, v in params.items()}
     check_params(params, kind_shapes(config, kind, _num_labels(d)), what=f"{file} ({KINDS[kind]} tensors)")
     return config, params, kind
 
@@ -304,20 +313,32 @@ def _carry_over(src, dst):
 
 
 def _config_dict(config, kind, params, extra_config):
+    """config.json's contents. extra_config may add entries (label names, a task name), never override the
+    architecture; id2label / label2id must name exactly the head's num_labels classes."""
     d = config.to_dict()
-    reserved = set(d) | {"model_type", "architectures", "dtype", "id2label", "label2id", "num_labels"}
-    clash = sorted(set(extra_config or {}) & reserved)
+    extra = dict(extra_config or {})
+    clash = sorted(set(extra) & (set(d) | {"model_type", "architectures", "dtype", "tie_word_embeddings"}))
     if clash:
         raise ValueError(f"extra_config may not set {', '.join(clash)}: they come from the config and params")
-    d.update(extra_config or {})
+    labels = {"id2label", "label2id", "num_labels"} & set(extra)
+    if labels and not kind.startswith("classifier"):
+        raise ValueError(f"extra_config sets {', '.join(sorted(labels))}, but a {KINDS[kind]} has no labels")
+    d.update(extra)
     d["architectures"] = [KINDS[kind]]
     d["dtype"] = str(params[WORD_KEY].dtype)
     if kind == "generator":
         d["tie_word_embeddings"] = True
     if kind.startswith("classifier"):
         C = head_of(params)[1]
-        d["id2label"] = {str(i): f"LABEL_{i}" for i in range(C)}
-        d["label2id"] = {f"LABEL_{i}": i for i in range(C)}
+        id2label = {str(k): v for k, v in (extra.get("id2label") or {str(i): f"LABEL_{i}" for i in range(C)}).items()}
+        if set(id2label) != {str(i) for i in range(C)}:
+            raise ValueError(f"extra_config id2label must name the classes 0..{C - 1} of the head, got keys "
+                             f"{sorted(id2label)}")
+        label2id = extra.get("label2id") or {v: int(k) for k, v in id2label.items()}
+        if len(label2id) != C or extra.get("num_labels", C) != C:
+            raise ValueError(f"extra_config label2id / num_labels disagree with the head's {C} classes")
+        d.update(id2label=id2label, label2id=label2id)
+        d.pop("num_labels", None)  # transformers derives it from id2label
     return d
 
 

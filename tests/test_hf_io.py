@@ -126,7 +126,8 @@ def test_encoder_out_of_any_checkpoint(tmp_path):
     assert kind == "encoder" and set(enc) == set(hf.kind_shapes(DISC, "encoder"))
     # an architecture electra_np has no head for: refused, but its encoder can be read
     write_folder(tmp_path / "tok", hf_config(DISC, "ElectraForTokenClassification"),
-                 dict(enc, **{"classifier.weight": np.zeros((2, 8), np.float32), "classifier.bias": np.zeros(2, np.float32)}))
+                 dict(enc, **{"classifier.weight": np.zeros((2, 8), np.float32),
+                              "classifier.bias": np.zeros(2, np.float32)}))
     with pytest.raises(ValueError, match="ElectraForTokenClassification.*not supported"):
         hf.from_pretrained(tmp_path / "tok")
     assert_same(hf.from_pretrained(tmp_path / "tok", kind="encoder")[1], enc)
@@ -138,8 +139,18 @@ def test_classifier_labels_and_extra_config(tmp_path):
     d = json.loads((tmp_path / "c" / "config.json").read_text())
     assert len(d["id2label"]) == 4 and d["finetuning_task"] == "mnli"
     assert hf.from_pretrained(tmp_path / "c")[1]["classifier.out_proj.weight"].shape == (4, 8)
-    with pytest.raises(ValueError, match="hidden_size"):
-        hf.save_pretrained(tmp_path / "c2", DISC, params, "classifier", extra_config={"hidden_size": 3})
+    names = {"0": "contradiction", "1": "entailment", "2": "neutral", "3": "other"}
+    hf.save_pretrained(tmp_path / "c", DISC, params, "classifier",
+                       extra_config={"id2label": names, "label2id": {v: int(k) for k, v in names.items()}})
+    d = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert d["id2label"] == names and d["label2id"]["neutral"] == 2
+    for bad, match in (({"hidden_size": 3}, "hidden_size"), ({"id2label": {"0": "a", "1": "b"}}, "classes 0..3"),
+                       ({"num_labels": 2}, "disagree")):
+        with pytest.raises(ValueError, match=match):
+            hf.save_pretrained(tmp_path / "c2", DISC, params, "classifier", extra_config=bad)
+    with pytest.raises(ValueError, match="has no labels"):
+        hf.save_pretrained(tmp_path / "c2", DISC, random_params(DISC, "encoder"), "encoder",
+                           extra_config={"id2label": names})
     assert not (tmp_path / "c2").exists()
 
 
@@ -387,7 +398,8 @@ def test_pair_with_different_embedding_size_refused(tmp_path):
     gen = GEN.replace(embedding_size=4)
     hf.save_pretrained(tmp_path / "d", DISC, random_params(DISC, "discriminator"), "discriminator")
     hf.save_pretrained(tmp_path / "g", gen, random_params(gen, "generator"), "generator")
-    with pytest.raises(ValueError, match=r"cannot share embeddings(?s:.*)word_embeddings.weight: discriminator \(31, 6\), generator \(31, 4\)"):
+    match = r"cannot share embeddings(?s:.*)word_embeddings.weight: discriminator \(31, 6\), generator \(31, 4\)"
+    with pytest.raises(ValueError, match=match):
         hf.load_pretraining_pair(tmp_path / "d", tmp_path / "g", mask_id=4, cls_id=2, sep_id=3)
 
 
@@ -413,3 +425,15 @@ def test_fine_tune_start_from_a_saved_discriminator(tmp_path):
     params = init_classifier(disc, config, 2, "official")
     hf.save_pretrained(tmp_path / "c", config, params, "classifier_official")
     assert hf.from_pretrained(tmp_path / "c")[2] == "classifier_official"
+
+
+def test_electra_np_npz_folder(tmp_path):
+    """train.py's folders hold model.npz (same names); they load without safetensors' help."""
+    params = random_params(DISC, "discriminator")
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / "model.npz", **params)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(hf_config(DISC, "ElectraForPreTraining")))
+    assert_same(hf.from_pretrained(tmp_path / "run")[1], params)
+    (tmp_path / "run" / "model.npz").write_bytes(b"PK broken")
+    with pytest.raises(ValueError, match="model.npz: not a readable .npz file"):
+        hf.from_pretrained(tmp_path / "run")

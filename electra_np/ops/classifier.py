@@ -4,10 +4,11 @@ Both heads read only the first token's vector h[:, 0] (the [CLS] position), as b
 
 Official head (google-research/electra finetune/classification/classification_tasks.py; the pooled output
 is `sequence_output[:, 0]`, model/modeling.py, no tanh pooler):
-    logits = dropout(h[:, 0]) W^T + b                    params "classifier.weight" (C, H), "classifier.bias" (C,)
+    logits = dropout(h[:, 0]) W^T + b
+    params "classifier.weight" (C, H), "classifier.bias" (C,)
 Hugging Face `ElectraClassificationHead` (ElectraForSequenceClassification):
     x = dropout(h[:, 0]);  logits = dropout(gelu(x W_d^T + b_d)) W_o^T + b_o
-                                                         params "classifier.dense.*" (H, H), "classifier.out_proj.*" (C, H)
+    params "classifier.dense.weight" (H, H), ".bias" (H,), "classifier.out_proj.weight" (C, H), ".bias" (C,)
 HF hard-codes "gelu" (exact erf) here whatever config.hidden_act says; `act` defaults to it.
 
 Losses: softmax cross-entropy for C >= 2 classes is ops/losses.py's (mean over the batch, as both
