@@ -281,3 +281,39 @@ def test_non_contiguous_inputs_are_converted_not_misread():
     gelu.bias_gelu_backward(dy, a, da)
     _, cache = activations.gelu_forward(a)
     close(da, activations.gelu_backward(dy, cache), np.float64)
+
+
+# ----------------------------------------------------------------------------- batched BLAS
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bmm_matches_matmul_on_head_views(dtype):
+    from electra_np.kernels import blas
+    rng = np.random.default_rng(0)
+    B, T, NH, hs = 3, 5, 3, 4
+    qkv = rand(rng, (B, T, 3, NH, hs), dtype)
+    q, k = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)  # (B, NH, T, hs) views
+    s = np.empty((B, NH, T, T), dtype)
+    blas.bmm(q, k.swapaxes(-1, -2), s, alpha=0.5)
+    close(s, 0.5 * (q @ k.swapaxes(-1, -2)), dtype)
+    ctx = np.empty((B, T, NH, hs), dtype)
+    blas.bmm(s, k, ctx.transpose(0, 2, 1, 3))  # strided output
+    close(ctx.transpose(0, 2, 1, 3), s @ k, dtype)
+    blas.bmm(s.swapaxes(-1, -2), q, ctx.transpose(0, 2, 1, 3))  # transposed operand
+    close(ctx.transpose(0, 2, 1, 3), s.swapaxes(-1, -2) @ q, dtype)
+
+
+def test_bmm_batched_blas_path_at_model_size():
+    from electra_np.kernels import blas
+    rng = np.random.default_rng(0)
+    B, T, NH, hs = 2, 128, 2, 64
+    qkv = rand(rng, (B, T, 3, NH, hs), np.float32)
+    q, k = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)
+    s = np.empty((B, NH, T, T), np.float32)
+    if not blas.available(np.float32):
+        pytest.skip("NumPy's BLAS has no cblas_sgemm_batch_strided")
+    assert blas.uses_batched_blas(q, k.swapaxes(-1, -2), s)
+    blas.bmm(q, k.swapaxes(-1, -2), s)
+    close(s, q @ k.swapaxes(-1, -2), np.float32)
+    ctx = np.empty((B, T, NH, hs), np.float32)
+    blas.bmm(s.swapaxes(-1, -2), q, ctx.transpose(0, 2, 1, 3))
+    close(ctx.transpose(0, 2, 1, 3), s.swapaxes(-1, -2) @ q, np.float32)

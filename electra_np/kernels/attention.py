@@ -1,6 +1,6 @@
 """The attention core, fast: the twin of ops/attention.py `attention_core_forward` / `attention_core_backward`.
 
-    S = q k^T (BLAS, batched)  ->  P = softmax(S * s + bias), P' = dropout(P)  (one fused kernel)  ->  ctx = P' v (BLAS)
+    S = q k^T (BLAS, batched: blas.bmm)  ->  P = softmax(S * s + bias), P' = dropout(P)  (one fused kernel)  ->  ctx = P' v (BLAS)
     backward: dP' = dctx v^T, dv = P'^T dctx, dq = dS k, dk = dS^T q (BLAS), with the fused kernel
               dS = s * P * (dP - sum(dP * P)), dP = dP' * mask, recomputing P' = P * mask on the way.
 
@@ -12,6 +12,7 @@ per probability (u >= p of the float32 uniforms the reference draws), so backwar
 import numpy as np
 from numba import njit, prange
 
+from .blas import bmm
 from .common import FASTMATH, _keep_scale, as_input, as_output, exp_
 
 
@@ -122,13 +123,13 @@ def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
     B, NH, T, hs = q.shape
     buf = buffers if buffers is not None else attention_buffers(B, NH, T, hs, q.dtype)
     scale = 1.0 / np.sqrt(hs)
-    np.matmul(q, k.swapaxes(-1, -2), out=buf["scores"])  # (B, NH, T, T)
+    bmm(q, k.swapaxes(-1, -2), buf["scores"])  # (B, NH, T, T)
     drop = p_drop > 0 and rng is not None
     if drop:
         rng.random(dtype=np.float32, out=buf["u"])  # ops/dropout.py dropout_mask's draw
     softmax_dropout_forward(buf["scores"], bias, scale, p_drop, buf["u"] if drop else None, buf["probs"],
                             buf["probs_d"], buf["keep"])
-    np.matmul(buf["probs_d"] if drop else buf["probs"], v, out=buf["ctx"])  # (B, NH, T, hs)
+    bmm(buf["probs_d"] if drop else buf["probs"], v, buf["ctx"])  # (B, NH, T, hs)
     return buf["ctx"], (q, k, v, buf, p_drop, drop)
 
 
@@ -136,12 +137,12 @@ def attention_core_backward(dctx, cache):
     """Returns: dq, dk, dv (B, NH, T, hs) (views of the buffers)."""
     q, k, v, buf, p_drop, drop = cache
     scale = 1.0 / np.sqrt(q.shape[-1])
-    np.matmul(dctx, v.swapaxes(-1, -2), out=buf["scores"])  # dP' (B, NH, T, T), reusing the scores buffer
+    bmm(dctx, v.swapaxes(-1, -2), buf["scores"])  # dP' (B, NH, T, T), reusing the scores buffer
     softmax_dropout_backward(buf["scores"], buf["probs"], buf["keep"] if drop else None, p_drop, scale,
                              buf["scores"], buf["probs_d"])
-    np.matmul((buf["probs_d"] if drop else buf["probs"]).swapaxes(-1, -2), dctx, out=buf["dv"])
-    np.matmul(buf["scores"], k, out=buf["dq"])
-    np.matmul(buf["scores"].swapaxes(-1, -2), q, out=buf["dk"])
+    bmm((buf["probs_d"] if drop else buf["probs"]).swapaxes(-1, -2), dctx, buf["dv"])
+    bmm(buf["scores"], k, buf["dq"])
+    bmm(buf["scores"].swapaxes(-1, -2), q, buf["dk"])
     return buf["dq"], buf["dk"], buf["dv"]
 
 

@@ -1,0 +1,97 @@
+"""Batched matrix products for the attention core, in BLAS.
+
+np.matmul on stacked (B, NH, T, hs) arrays calls one small gemm per (batch, head) pair from a single
+thread, with OpenBLAS's per-call threading on top: about 35 GFLOP/s here. OpenBLAS (0.3.30+) also exports
+`cblas_?gemm_batch_strided`, which runs a whole batch of equal-shape products and spreads it over its
+threads: one call per head, batched over B, reads the head views of the model's (B, T, 3H) buffers in
+place (about 160 GFLOP/s here). `bmm` uses it when NumPy's own OpenBLAS has it, else falls back to
+np.matmul: the numbers are the same products either way.
+
+Only for float32 and only above SMALL_MATRIX_LIMIT = m n k: OpenBLAS 0.3.31's batched call crashes
+(segmentation fault) when each product is small enough for its "small matrix" kernels (m n k <= 100^3,
+found by bisection here, with both the SkylakeX and the Haswell kernels). Below the limit, np.matmul.
+"""
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+SMALL_MATRIX_LIMIT = 100 ** 3
+
+
+def _load():
+    if os.environ.get("ELECTRA_NP_NO_BATCHED_BLAS"):
+        return {}
+    libdir = os.path.join(os.path.dirname(np.__file__) + ".libs")
+    funcs = {}
+    for path in glob.glob(os.path.join(libdir, "*openblas*")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for dtype, name, real in ((np.float32, "cblas_sgemm_batch_strided", ctypes.c_float),):
+            f = getattr(lib, name, None)
+            if f is None:
+                continue
+            I, L, P = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+            f.argtypes = [I, I, I, L, L, L, real, P, L, L, P, L, L, real, P, L, L, L]
+            f.restype = None
+            funcs[np.dtype(dtype)] = f
+    return funcs
+
+
+_GEMM = _load()
+
+
+def available(dtype):
+    return np.dtype(dtype) in _GEMM
+
+
+def _operand(x):
+    """(trans flag, leading dimension) for a stacked matrix view whose last two strides make it BLAS-readable."""
+    item = x.itemsize
+    sr, sc = x.strides[-2], x.strides[-1]
+    if sc == item and sr % item == 0 and sr // item >= max(1, x.shape[-1]):
+        return NO_TRANS, sr // item
+    if sr == item and sc % item == 0 and sc // item >= max(1, x.shape[-2]):
+        return TRANS, sc // item
+    return None, None
+
+
+def uses_batched_blas(a, b, out):
+    """Whether bmm(a, b, out) takes the batched BLAS call (else np.matmul)."""
+    ta, _ = _operand(a)
+    tb, _ = _operand(b)
+    tc, _ = _operand(out)
+    return (out.dtype in _GEMM and a.dtype == b.dtype == out.dtype and ta is not None and tb is not None
+            and tc == NO_TRANS and a.ndim == b.ndim == out.ndim == 4 and out.flags.writeable
+            and a.shape[-2] * a.shape[-1] * b.shape[-1] > SMALL_MATRIX_LIMIT)
+
+
+def bmm(a, b, out, alpha=1.0):
+    """out[i, j] = alpha * a[i, j] @ b[i, j] for 4-D stacks (B, NH, m, k) @ (B, NH, k, n) -> (B, NH, m, n).
+
+    Any view works: the batched BLAS call is used when every operand's last two axes are BLAS-readable and
+    its first two axes are plain strides (the head views of the model's buffers are); otherwise np.matmul.
+    """
+    if not uses_batched_blas(a, b, out):
+        np.matmul(a, b, out=out)
+        if alpha != 1.0:
+            out *= out.dtype.type(alpha)
+        return out
+    f = _GEMM[out.dtype]
+    (ta, lda), (tb, ldb), (_, ldc) = _operand(a), _operand(b), _operand(out)
+    B, NH, m, k = a.shape
+    n = b.shape[-1]
+    if b.shape != (B, NH, k, n) or out.shape != (B, NH, m, n):
+        raise ValueError(f"bmm shapes do not match: {a.shape} @ {b.shape} -> {out.shape}")
+    item = out.itemsize
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    for h in range(NH):
+        f(ROW_MAJOR, ta, tb, m, n, k, alpha, pa + h * a.strides[1], lda, a.strides[0] // item,
+          pb + h * b.strides[1], ldb, b.strides[0] // item, 0.0, pc + h * out.strides[1], ldc,
+          out.strides[0] // item, B)
+    return out
