@@ -5,7 +5,7 @@ uniforms. Also run under NUMBA_DISABLE_JIT=1 in CI, so that the kernels' Python 
 import numpy as np
 import pytest
 
-from electra_np import masking, optim
+from electra_np import optim
 from electra_np.kernels import adamw, attention, common, embeddings, gelu, layernorm, losses
 from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
@@ -176,19 +176,6 @@ def test_bce_matches_reference(dtype):
     dz = np.empty_like(z)
     losses.bce_backward(50.0, z, y, w, n, dz)
     close(dz, dz_ref, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_gumbel_argmax_draws_what_gumbel_sample_draws(dtype):
-    rng = np.random.default_rng(0)
-    logits = rand(rng, (9, 31), dtype, 3.0)
-    ref = masking.gumbel_sample(logits, 0.7, np.random.default_rng(5))
-    r = np.random.default_rng(5)
-    out = np.empty(9, np.int64)
-    for lo in range(0, 9, 4):  # drawn in row chunks: the same stream as one draw
-        hi = min(9, lo + 4)
-        losses.gumbel_argmax(logits[lo:hi], 0.7, r.random((hi - lo, 31)), out[lo:hi])
-    assert np.array_equal(out, ref)
 
 
 # ----------------------------------------------------------------------------- embeddings

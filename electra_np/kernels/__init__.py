@@ -4,7 +4,7 @@ NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.
     attention.py   scale + key mask + softmax + dropout, and backward   (ops/attention.py attention core)
     gelu.py        bias + GELU (erf and tanh), and backward             (ops/linear.py + ops/activations.py)
     layernorm.py   bias + dropout + residual + LayerNorm, and backward  (ops/layer.py, ops/layernorm.py)
-    losses.py      gathered softmax cross-entropy, binary CE, Gumbel-max (ops/losses.py, masking.gumbel_sample)
+    losses.py      gathered softmax cross-entropy, binary CE (ops/losses.py)
     embeddings.py  gather + LayerNorm + dropout, scatter-add backward   (ops/embeddings.py)
     adamw.py       the AdamW update                                     (optim.AdamW.update)
     common.py      wrapper checks, vectorizable float32 exp/erf/tanh, bias add, column sums

@@ -1,5 +1,4 @@
-"""The two ELECTRA losses and the generator's Gumbel-max sampling, fast: twins of ops/losses.py and of
-masking.gumbel_sample.
+"""The two ELECTRA losses, fast: twins of ops/losses.py.
 
 Softmax cross-entropy over the gathered rows (M, V): forward stores only the per-row log-sum-exp (M,);
 backward rewrites the logits buffer in place into dlogits = (exp(l - lse) - onehot) * dloss / M, so the
@@ -12,7 +11,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..masking import GUMBEL_EPS
 from .common import FASTMATH, as_input, as_output, exp_, float_dtype
 
 
@@ -75,29 +73,6 @@ def softmax_xent_backward(dloss, logits, labels, lse, dlogits):
     _softmax_xent_backward(logits, as_input("labels", labels, np.int64, (M,)), as_input("lse", lse, np.float64, (M,)),
                            dt.type(dloss / dt.type(max(M, 1))), dlogits)
     return dlogits
-
-
-@njit(parallel=True, cache=True)
-def _gumbel_argmax(logits, temperature, u, out):
-    M, V = logits.shape
-    for i in prange(M):
-        best, arg = -np.inf, 0
-        for j in range(V):
-            g = -math.log(-math.log(u[i, j] + GUMBEL_EPS) + GUMBEL_EPS)
-            s = np.float64(logits[i, j] / temperature) + g  # logits / temperature in the logits' dtype, as NumPy
-            if s > best:
-                best, arg = s, j
-        out[i] = arg
-
-
-def gumbel_argmax(logits, temperature, u, out):
-    """out (M,) = argmax(logits / temperature - log(-log(u + 1e-9) + 1e-9)) per row: masking.gumbel_sample
-    with its float64 uniforms u (M, V) passed in (drawn by the caller from the same Generator, in row order)."""
-    dt = float_dtype("logits", logits)
-    logits = as_input("logits", logits, dt)
-    u = as_input("u", u, np.float64, logits.shape)
-    _gumbel_argmax(logits, dt.type(temperature), u, as_output("out", out, np.int64, (logits.shape[0],)))
-    return out
 
 
 @njit(cache=True)
