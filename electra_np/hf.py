@@ -34,6 +34,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .checkpoint import fsync_dir
 from .classification import classifier_shapes, head_of
 from .config import ElectraConfig, PretrainingConfig
 from .model import Electra
@@ -283,6 +284,7 @@ def _atomic_folder(target):
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
         yield tmp
+        _fsync_tree(tmp)  # the new files are on disk before the rename makes them visible
         if os.path.isdir(target):
             _carry_over(target, tmp)
             old = tmp + "-old"
@@ -291,9 +293,18 @@ def _atomic_folder(target):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _fsync_tree(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(root)
 
 
 def _carry_over(src, dst):
@@ -356,6 +367,8 @@ def _write_folder(folder, config, params, kind, extra_config=None):
     st = _safetensors_numpy()
     d = _config_dict(config, kind, params, extra_config)
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
+    if kind == "encoder":  # HF's ElectraModel files name its tensors without the "electra." prefix
+        tensors = {k[len("electra."):]: v for k, v in tensors.items()}
     if kind == "generator":
         tensors[TIED_KEY] = tensors[WORD_KEY].copy()  # HF ties it; written so every loader finds it
     with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:

@@ -103,6 +103,9 @@ def test_generator_writes_the_tied_head(tmp_path):
 
 def test_bare_electra_model_keys_and_buffers(tmp_path):
     params = random_params(DISC, "encoder")
+    hf.save_pretrained(tmp_path / "saved", DISC, params, "encoder")  # written as transformers writes ElectraModel
+    saved = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    assert all(k.startswith(("embeddings.", "embeddings_project.", "encoder.")) for k in saved)
     bare = {k[len("electra."):]: v for k, v in params.items()}
     bare["embeddings.position_ids"] = np.arange(DISC.max_position_embeddings)[None]  # an old checkpoint's buffer
     write_folder(tmp_path / "bare", hf_config(DISC, "ElectraModel"), bare)
