@@ -103,6 +103,8 @@ def config_from_hf(d, source=CONFIG_NAME):
                          "(electra_np has absolute position embeddings only)")
     if d.get("is_decoder") or d.get("add_cross_attention"):
         raise ValueError(f"{source}: a decoder / cross-attention ELECTRA is not supported (bidirectional encoder only)")
+    if "pad_token_id" in d and d["pad_token_id"] is None:  # no padding_idx in HF; electra_np has none anyway
+        d = {k: v for k, v in d.items() if k != "pad_token_id"}
     try:
         return ElectraConfig.from_dict(d, source=source)
     except (TypeError, ValueError) as e:

@@ -74,6 +74,11 @@ def test_round_trip_every_kind(tmp_path, kind, dtype):
     assert leftovers(tmp_path) == []
 
 
+def test_config_with_null_pad_token_id(tmp_path):
+    write_folder(tmp_path / "m", hf_config(DISC, "ElectraModel", pad_token_id=None), random_params(DISC, "encoder"))
+    assert hf.from_pretrained(tmp_path / "m")[0] == DISC
+
+
 def test_default_dtype_is_float32(tmp_path):
     hf.save_pretrained(tmp_path / "m", DISC, random_params(DISC, "discriminator", np.float64), "discriminator")
     _, params, _ = hf.from_pretrained(tmp_path / "m")
