@@ -1,0 +1,394 @@
+"""The fast pretraining step: the same model and objective as model.py, with the elementwise work in Numba
+kernels (electra_np/kernels), every matrix product in BLAS writing into a preallocated buffer, and every
+activation and gradient buffer allocated once per (B, T, dtype) and reused by every later step.
+
+    step = make_fast_step(setup)          # engine.make_step(setup, "fast") is the public switch
+    loss, metrics, grads = step(params, batch, rng, corruption=None, train=True)
+
+Semantics are model.electra_forward + model.electra_backward's, to float tolerance: the same validation
+(validate.check_batch, params.check_params, masking.check_corruption), the same draws from `rng` in the
+same order (masking.corrupt; each dropout's float32 uniforms, generator first, in forward order;
+masking.gumbel_sample's noise, drawn per block of rows: the same stream), the same metrics.
+
+The returned `grads` are views into the workspace: valid until the next call of the same step function
+with the same batch shape, which overwrites them. Copy them to keep them.
+
+Layout: activations are 2-D (N = B*T rows). q, k and v live side by side in one (N, 3H) buffer written by
+one matmul against the three weights stacked (copied into a (3H, H) buffer each step), so their gradients
+come out of one matmul too, as contiguous row blocks (the query/key/value weight gradients are views).
+"""
+
+import numpy as np
+
+from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
+from .kernels.blas import bmm
+from .kernels.common import add_bias, sum_rows, sum_rows_wide
+from .kernels.embeddings import embeddings_backward, embeddings_forward
+from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
+from .kernels.layernorm import residual_layernorm_backward, residual_layernorm_forward
+from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
+from .masking import Corruption, check_corruption, corrupt, gumbel_sample
+from .ops.attention import MASKED
+from .params import SHARED_KEYS, check_params, generator_params, sub
+from .validate import check_batch
+
+WORD = "electra.embeddings.word_embeddings.weight"
+GUMBEL_ROWS = 64  # rows of Gumbel noise drawn at a time: bounds its temporaries to GUMBEL_ROWS x V
+
+
+def _draw(rng, buf):
+    """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream."""
+    rng.random(dtype=np.float32, out=buf)
+    return buf
+
+
+class _Layer:
+    """One encoder layer's saved activations."""
+
+    def __init__(self, B, T, H, NH, F, dt, p_att, p_hid):
+        N = B * T
+        self.qkv = np.empty((N, 3 * H), dt)
+        self.probs = np.empty((B, NH, T, T), dt)
+        self.keep_a = np.empty((B, NH, T, T), np.uint8) if p_att else None
+        self.ctx = np.empty((N, H), dt)
+        self.h1, self.xhat1, self.rstd1 = np.empty((N, H), dt), np.empty((N, H), dt), np.empty(N, dt)
+        self.a, self.g = np.empty((N, F), dt), np.empty((N, F), dt)
+        self.h2, self.xhat2, self.rstd2 = np.empty((N, H), dt), np.empty((N, H), dt), np.empty(N, dt)
+        self.keep1 = np.empty((N, H), np.uint8) if p_hid else None
+        self.keep2 = np.empty((N, H), np.uint8) if p_hid else None
+
+
+class _Encoder:
+    """ElectraModel (embeddings, projection, layers) for one config and one (B, T, dtype): its buffers,
+    its forward and its backward. Gradients are written into `self.grads` (HF names relative to the model)."""
+
+    def __init__(self, c, B, T, dt, shared=None):
+        self.c, self.B, self.T, self.dt = c, B, T, dt
+        N, E, H, NH, F = B * T, c.embedding_size, c.hidden_size, c.num_attention_heads, c.intermediate_size
+        self.N, self.E, self.H, self.NH, self.hs, self.F = N, E, H, NH, H // NH, F
+        p_att, p_hid = c.attention_probs_dropout_prob, c.hidden_dropout_prob
+        self.proj = E != H
+        self.e_out, self.e_xhat, self.e_rstd = np.empty((N, E), dt), np.empty((N, E), dt), np.empty(N, dt)
+        self.e_keep = np.empty((N, E), np.uint8) if p_hid else None
+        self.x0 = np.empty((N, H), dt) if self.proj else None
+        self.layers = [_Layer(B, T, H, NH, F, dt, p_att, p_hid) for _ in range(c.num_hidden_layers)]
+        # scratch shared by the layers (forward and backward run one layer at a time)
+        self.scores, self.probs_d = np.empty((B, NH, T, T), dt), np.empty((B, NH, T, T), dt)
+        self.u_att = np.empty((B, NH, T, T), np.float32) if p_att else None
+        self.u_hid = np.empty((N, H), np.float32) if p_hid else None
+        self.u_emb = np.empty((N, E), np.float32) if p_hid else None
+        self.y, self.tmp, self.dd = np.empty((N, H), dt), np.empty((N, H), dt), np.empty((N, H), dt)
+        self.ds_a, self.ds_b = np.empty((N, H), dt), np.empty((N, H), dt)
+        self.dctx, self.dqkv, self.dgf = np.empty((N, H), dt), np.empty((N, 3 * H), dt), np.empty((N, F), dt)
+        self.de, self.de_s = np.empty((N, E), dt), np.empty((N, E), dt)
+        self.wqkv, self.bqkv = np.empty((3 * H, H), dt), np.empty(3 * H, dt)
+        self.grads = self._grad_buffers(shared)
+
+    def _grad_buffers(self, shared):
+        c, dt, E, H, F = self.c, self.dt, self.E, self.H, self.F
+        g = {}
+        emb = {WORD: (c.vocab_size, E), "electra.embeddings.position_embeddings.weight": (c.max_position_embeddings, E),
+               "electra.embeddings.token_type_embeddings.weight": (c.type_vocab_size, E)}
+        for k, shape in emb.items():
+            g[k] = shared[k] if shared is not None else np.zeros(shape, dt)
+        g["electra.embeddings.LayerNorm.weight"], g["electra.embeddings.LayerNorm.bias"] = np.empty(E, dt), np.empty(E, dt)
+        if self.proj:
+            g["electra.embeddings_project.weight"], g["electra.embeddings_project.bias"] = np.empty((H, E), dt), np.empty(H, dt)
+        for i in range(c.num_hidden_layers):
+            pre = f"electra.encoder.layer.{i}."
+            wqkv, bqkv = np.empty((3 * H, H), dt), np.empty(3 * H, dt)
+            g[pre + "qkv.weight"], g[pre + "qkv.bias"] = wqkv, bqkv  # internal; the three keys below are views
+            for j, name in enumerate(("query", "key", "value")):
+                g[f"{pre}attention.self.{name}.weight"] = wqkv[j * H:(j + 1) * H]
+                g[f"{pre}attention.self.{name}.bias"] = bqkv[j * H:(j + 1) * H]
+            for name, shape in (("attention.output.dense.weight", (H, H)), ("attention.output.dense.bias", (H,)),
+                                ("attention.output.LayerNorm.weight", (H,)), ("attention.output.LayerNorm.bias", (H,)),
+                                ("intermediate.dense.weight", (F, H)), ("intermediate.dense.bias", (F,)),
+                                ("output.dense.weight", (H, F)), ("output.dense.bias", (H,)),
+                                ("output.LayerNorm.weight", (H,)), ("output.LayerNorm.bias", (H,))):
+                g[pre + name] = np.empty(shape, dt)
+        return g
+
+    # ------------------------------------------------------------------------- forward
+
+    def forward(self, w, ids, types, bias, rng):
+        """w: HF-named dict; ids, types (B, T) int64; bias (B, T) 0 / -inf; rng: dropout on when given.
+        Returns h (N, H), a buffer of this encoder."""
+        c, B, T, NH, hs, H = self.c, self.B, self.T, self.NH, self.hs, self.H
+        p_att = c.attention_probs_dropout_prob if rng is not None else 0.0
+        p_hid = c.hidden_dropout_prob if rng is not None else 0.0
+        self.p_att, self.p_hid = p_att, p_hid
+        eps = c.layer_norm_eps
+        embeddings_forward(ids, types, w[WORD], w["electra.embeddings.position_embeddings.weight"],
+                           w["electra.embeddings.token_type_embeddings.weight"], w["electra.embeddings.LayerNorm.weight"],
+                           w["electra.embeddings.LayerNorm.bias"], eps, self.e_out, self.e_xhat, self.e_rstd,
+                           u=_draw(rng, self.u_emb) if p_hid else None, p=p_hid, keep=self.e_keep)
+        x = self.e_out  # (N, E)
+        if self.proj:
+            np.matmul(x, w["electra.embeddings_project.weight"].T, out=self.x0)
+            x = add_bias(self.x0, w["electra.embeddings_project.bias"])  # (N, H)
+        scale = 1.0 / np.sqrt(hs)
+        for i, L in enumerate(self.layers):
+            lw = f"electra.encoder.layer.{i}."
+            for j, name in enumerate(("query", "key", "value")):
+                self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]
+                self.bqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.bias"]
+            np.matmul(x, self.wqkv.T, out=L.qkv)
+            add_bias(L.qkv, self.bqkv)  # (N, 3H)
+            q, k, v = self._heads(L.qkv)  # (B, NH, T, hs) views
+            bmm(q, k.swapaxes(-1, -2), self.scores)  # (B, NH, T, T)
+            softmax_dropout_forward(self.scores, bias, scale, p_att, _draw(rng, self.u_att) if p_att else None,
+                                    L.probs, self.probs_d, L.keep_a)
+            bmm(self.probs_d if p_att else L.probs, v, L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3))
+            np.matmul(L.ctx, w[lw + "attention.output.dense.weight"].T, out=self.y)
+            residual_layernorm_forward(self.y, w[lw + "attention.output.LayerNorm.weight"],
+                                       w[lw + "attention.output.LayerNorm.bias"], eps, L.h1, L.xhat1, L.rstd1,
+                                       bias=w[lw + "attention.output.dense.bias"], resid=x,
+                                       u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep1)
+            np.matmul(L.h1, w[lw + "intermediate.dense.weight"].T, out=L.a)  # (N, F)
+            bias_gelu_forward(L.a, w[lw + "intermediate.dense.bias"], L.g, c.hidden_act)
+            np.matmul(L.g, w[lw + "output.dense.weight"].T, out=self.y)  # (N, H)
+            residual_layernorm_forward(self.y, w[lw + "output.LayerNorm.weight"], w[lw + "output.LayerNorm.bias"], eps,
+                                       L.h2, L.xhat2, L.rstd2, bias=w[lw + "output.dense.bias"], resid=L.h1,
+                                       u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep2)
+            L.x, L.wqkv_in = x, None
+            x = L.h2
+        self.w = w
+        return x
+
+    def _heads(self, buf):
+        """The q, k, v head views (B, NH, T, hs) of an (N, 3H) buffer."""
+        b5 = buf.reshape(self.B, self.T, 3, self.NH, self.hs)
+        return tuple(b5[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
+
+    # ------------------------------------------------------------------------- backward
+
+    def backward(self, dh):
+        """dh (N, H): gradient of the last hidden state. Writes self.grads (embedding tables: added into)."""
+        c, w, g, B, T, NH, hs, H = self.c, self.w, self.grads, self.B, self.T, self.NH, self.hs, self.H
+        p_att, p_hid = self.p_att, self.p_hid
+        scale = 1.0 / np.sqrt(hs)
+        dy_a, dy_b = dh, None
+        for i in reversed(range(len(self.layers))):
+            L, lw = self.layers[i], f"electra.encoder.layer.{i}."
+            # h2 = LN(h1 + dropout(W2 g + b2)): the residual merge of the layer above happens inside the kernel
+            ds2 = self.ds_a
+            residual_layernorm_backward(dy_a, L.xhat2, L.rstd2, w[lw + "output.LayerNorm.weight"], ds2,
+                                        g[lw + "output.LayerNorm.weight"], g[lw + "output.LayerNorm.bias"], dy_b=dy_b,
+                                        keep=L.keep2 if p_hid else None, p=p_hid, dd=self.dd if p_hid else None,
+                                        dbias=g[lw + "output.dense.bias"])
+            df = self.dd if p_hid else ds2  # (N, H)
+            np.matmul(df.T, L.g, out=g[lw + "output.dense.weight"])  # dW2 = df^T g
+            np.matmul(df, w[lw + "output.dense.weight"], out=self.dgf)  # dg (N, F)
+            bias_gelu_backward(self.dgf, L.a, self.dgf, g[lw + "intermediate.dense.bias"], c.hidden_act)
+            np.matmul(self.dgf.T, L.h1, out=g[lw + "intermediate.dense.weight"])
+            np.matmul(self.dgf, w[lw + "intermediate.dense.weight"], out=self.tmp)  # d(h1) through the FFN
+            # h1 = LN(x + dropout(Wo ctx + bo)); d(h1) = ds2 (skip path) + tmp (FFN path)
+            ds1 = self.ds_b
+            residual_layernorm_backward(ds2, L.xhat1, L.rstd1, w[lw + "attention.output.LayerNorm.weight"], ds1,
+                                        g[lw + "attention.output.LayerNorm.weight"],
+                                        g[lw + "attention.output.LayerNorm.bias"], dy_b=self.tmp,
+                                        keep=L.keep1 if p_hid else None, p=p_hid, dd=self.dd if p_hid else None,
+                                        dbias=g[lw + "attention.output.dense.bias"])
+            do = self.dd if p_hid else ds1
+            np.matmul(do.T, L.ctx, out=g[lw + "attention.output.dense.weight"])
+            np.matmul(do, w[lw + "attention.output.dense.weight"], out=self.dctx)  # (N, H)
+            # attention core
+            q, k, v = self._heads(L.qkv)
+            dq, dk, dv = self._heads(self.dqkv)
+            dctx = self.dctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, NH, T, hs)
+            bmm(dctx, v.swapaxes(-1, -2), self.scores)  # dP'
+            softmax_dropout_backward(self.scores, L.probs, L.keep_a if p_att else None, p_att, scale, self.scores,
+                                     self.probs_d)  # dS * scale
+            bmm((self.probs_d if p_att else L.probs).swapaxes(-1, -2), dctx, dv)
+            bmm(self.scores, k, dq)
+            bmm(self.scores.swapaxes(-1, -2), q, dk)
+            sum_rows(self.dqkv, g[lw + "qkv.bias"])
+            for j, name in enumerate(("query", "key", "value")):  # the stacked weights of the forward
+                self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]
+            np.matmul(self.dqkv.T, L.x, out=g[lw + "qkv.weight"])
+            np.matmul(self.dqkv, self.wqkv, out=self.tmp)  # dx through q, k and v (summed by the matmul)
+            dy_a, dy_b = ds1, self.tmp  # dx = ds1 (skip path) + tmp (attention path), merged below
+            self.ds_a, self.ds_b = self.ds_b, self.ds_a  # ping-pong: the next layer writes the other buffer
+        np.add(dy_a, dy_b, out=dy_a)  # (N, H) gradient of the encoder input
+        dx = dy_a
+        if self.proj:
+            np.matmul(dx.T, self.e_out, out=g["electra.embeddings_project.weight"])
+            sum_rows(dx, g["electra.embeddings_project.bias"])
+            dx = np.matmul(dx, w["electra.embeddings_project.weight"], out=self.de)  # (N, E)
+        embeddings_backward(dx, self.ids, self.types, self.e_xhat, self.e_rstd, w["electra.embeddings.LayerNorm.weight"],
+                            g[WORD], g["electra.embeddings.position_embeddings.weight"],
+                            g["electra.embeddings.token_type_embeddings.weight"], g["electra.embeddings.LayerNorm.weight"],
+                            g["electra.embeddings.LayerNorm.bias"], self.de_s, keep=self.e_keep if p_hid else None, p=p_hid)
+
+
+class Workspace:
+    """Every buffer of one (B, T, dtype) step: the two encoders, the two heads, the gradients."""
+
+    def __init__(self, setup, B, T, dt):
+        self.B, self.T, self.dt = B, T, dt
+        self.electra = setup.objective.objective == "electra"
+        gen_c, disc_c = setup.gen, setup.disc
+        N, E, V = B * T, gen_c.embedding_size, gen_c.vocab_size
+        self.disc = _Encoder(disc_c, B, T, dt) if self.electra else None
+        shared = {k: self.disc.grads[k] for k in (WORD, "electra.embeddings.position_embeddings.weight",
+                                                  "electra.embeddings.token_type_embeddings.weight")} if self.electra else None
+        self.gen = _Encoder(gen_c, B, T, dt, shared)
+        self.M_cap = 0
+        self._head_buffers(B * setup.objective.max_predictions(T), E, V, gen_c.hidden_size)
+        self.gen_dh = np.empty((N, gen_c.hidden_size), dt)
+        self.gen_grads = {"generator_predictions.dense.weight": np.empty((E, gen_c.hidden_size), dt),
+                          "generator_predictions.dense.bias": np.empty(E, dt),
+                          "generator_predictions.LayerNorm.weight": np.empty(E, dt),
+                          "generator_predictions.LayerNorm.bias": np.empty(E, dt),
+                          "generator_lm_head.bias": np.empty(V, dt)}
+        if self.electra:
+            H = disc_c.hidden_size
+            self.d_a, self.d_g, self.d_dg, self.d_dh = (np.empty((N, H), dt) for _ in range(4))
+            self.d_logits, self.d_dlogits = np.empty(N, dt), np.empty(N, dt)
+            self.disc_grads = {"discriminator_predictions.dense.weight": np.empty((H, H), dt),
+                               "discriminator_predictions.dense.bias": np.empty(H, dt),
+                               "discriminator_predictions.dense_prediction.weight": np.empty((1, H), dt),
+                               "discriminator_predictions.dense_prediction.bias": np.empty(1, dt)}
+
+    def _head_buffers(self, M, E, V, Hg):
+        """The generator head's buffers, for up to M masked positions (grown if a batch masks more)."""
+        if M <= self.M_cap:
+            return
+        dt = self.dt
+        self.M_cap = M
+        self.hm, self.dhm = np.empty((M, Hg), dt), np.empty((M, Hg), dt)
+        self.ha, self.hg, self.hz, self.hxhat = (np.empty((M, E), dt) for _ in range(4))
+        self.hrstd, self.dz = np.empty(M, dt), np.empty((M, E), dt)
+        self.logits = np.empty((M, V), dt)
+        self.lse, self.row_loss, self.argmax = np.empty(M), np.empty(M), np.empty(M, np.int64)
+
+
+def make_fast_step(setup):
+    """The fast twin of engine.reference_step(setup): step(params, batch, rng, corruption=None, train=True)
+    -> (loss, metrics, grads). Workspaces are kept per (B, T, dtype) in the closure."""
+    workspaces = {}
+    shapes = setup.shapes()
+    obj = setup.objective
+
+    def step(params, batch, rng, corruption=None, train=True):
+        # ---- validation and corruption: the reference's own functions, in the reference's order
+        check_params(params, shapes)
+        input_ids, attention_mask, token_type_ids = check_batch(setup.disc, batch["input_ids"],
+                                                                batch.get("attention_mask"), batch.get("token_type_ids"))
+        if corruption is None:
+            if rng is None:
+                raise ValueError("electra_forward needs rng (to draw masked positions) or an explicit corruption")
+            corruption = corrupt(input_ids, attention_mask, setup.excluded_ids, obj.mask_prob,
+                                 obj.max_predictions(input_ids.shape[1]), obj.mask_token_prob, rng)
+        check_corruption(corruption, input_ids, attention_mask, setup.disc.vocab_size)
+        drop_rng = rng if train else None
+        B, T = input_ids.shape
+        dt = next(iter(params.values())).dtype
+        key = (B, T, dt)
+        if key not in workspaces:
+            workspaces[key] = Workspace(setup, B, T, dt)
+        ws = workspaces[key]
+        bias = np.where(attention_mask != 0, dt.type(0), dt.type(MASKED))  # (B, T) additive key mask
+        gen_w = generator_params(params)
+
+        # ---- generator: MLM at the masked positions only
+        positions = np.flatnonzero(corruption.masked)  # (M,)
+        M = len(positions)
+        gen_ids = np.where(corruption.use_mask_token, setup.mask_id, input_ids)
+        gen, gc = ws.gen, setup.gen
+        gen.ids, gen.types = gen_ids, token_type_ids
+        h = gen.forward(gen_w, gen_ids, token_type_ids, bias, drop_rng)  # (N, Hg)
+        ws._head_buffers(M, gc.embedding_size, gc.vocab_size, gc.hidden_size)
+        hm, ha, hg, hz = ws.hm[:M], ws.ha[:M], ws.hg[:M], ws.hz[:M]
+        np.take(h, positions, axis=0, out=hm)  # (M, Hg)
+        np.matmul(hm, gen_w["generator_predictions.dense.weight"].T, out=ha)
+        bias_gelu_forward(ha, gen_w["generator_predictions.dense.bias"], hg, "gelu")
+        residual_layernorm_forward(hg, gen_w["generator_predictions.LayerNorm.weight"],
+                                   gen_w["generator_predictions.LayerNorm.bias"], gc.layer_norm_eps, hz,
+                                   ws.hxhat[:M], ws.hrstd[:M])
+        logits = ws.logits[:M]
+        np.matmul(hz, gen_w[WORD].T, out=logits)
+        add_bias(logits, gen_w["generator_lm_head.bias"])  # (M, V)
+        mlm_labels = input_ids.reshape(-1)[positions]
+        mlm_loss = softmax_xent_forward(logits, mlm_labels, ws.lse[:M], ws.row_loss[:M], ws.argmax[:M])
+        metrics = {"mlm_loss": float(mlm_loss),
+                   "mlm_acc": float((ws.argmax[:M] == mlm_labels).mean()) if M else 0.0}
+        if obj.objective == "mlm":
+            metrics["loss"] = float(mlm_loss)
+            loss = mlm_loss
+        else:
+            # ---- sample replacements (masking.gumbel_sample, by blocks of rows: the same draws)
+            samples = corruption.samples
+            if samples is None:
+                if rng is None:
+                    raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
+                samples = np.empty(M, np.int64)
+                for lo in range(0, M, GUMBEL_ROWS):
+                    samples[lo:lo + GUMBEL_ROWS] = gumbel_sample(logits[lo:lo + GUMBEL_ROWS], obj.temperature, rng)
+            samples = np.asarray(samples, np.int64)
+            disc_ids = input_ids.copy()
+            disc_ids.reshape(-1)[positions] = samples
+            labels = (disc_ids != input_ids).astype(np.int64)
+            # ---- discriminator: replaced-token detection on every real token
+            disc_w, dc, disc = sub(params, "discriminator."), setup.disc, ws.disc
+            disc.ids, disc.types = disc_ids, token_type_ids
+            hd = disc.forward(disc_w, disc_ids, token_type_ids, bias, drop_rng)  # (N, H)
+            np.matmul(hd, disc_w["discriminator_predictions.dense.weight"].T, out=ws.d_a)
+            bias_gelu_forward(ws.d_a, disc_w["discriminator_predictions.dense.bias"], ws.d_g, dc.hidden_act)
+            np.matmul(ws.d_g, disc_w["discriminator_predictions.dense_prediction.weight"][0], out=ws.d_logits)
+            ws.d_logits += disc_w["discriminator_predictions.dense_prediction.bias"][0]
+            disc_logits = ws.d_logits.reshape(B, T)
+            disc_loss, n_real = bce_forward(disc_logits, labels, attention_mask)
+            loss = mlm_loss + mlm_loss.dtype.type(obj.disc_weight) * disc_loss
+            real = attention_mask != 0
+            metrics.update(loss=float(loss), disc_loss=float(disc_loss),
+                           disc_acc=float(((disc_logits > 0) == (labels != 0))[real].mean()),
+                           replaced_frac=float(labels[real].mean()), disc_baseline_acc=float(1 - labels[real].mean()))
+
+        # ---- backward. Shared tables: the tied output projection's gradient initializes the word table,
+        # then the generator's and the discriminator's embedding scatter-adds accumulate into it.
+        gg, genc = ws.gen_grads, ws.gen.grads
+        genc["electra.embeddings.position_embeddings.weight"].fill(0)
+        genc["electra.embeddings.token_type_embeddings.weight"].fill(0)
+        softmax_xent_backward(1.0, logits, mlm_labels, ws.lse[:M], logits)  # logits now hold dlogits
+        sum_rows_wide(logits, gg["generator_lm_head.bias"])
+        np.matmul(logits.T, hz, out=genc[WORD])  # (V, E): tied output path
+        dz = ws.dz[:M]
+        np.matmul(logits, gen_w[WORD], out=dz)  # (M, E)
+        residual_layernorm_backward(dz, ws.hxhat[:M], ws.hrstd[:M], gen_w["generator_predictions.LayerNorm.weight"], dz,
+                                    gg["generator_predictions.LayerNorm.weight"], gg["generator_predictions.LayerNorm.bias"])
+        bias_gelu_backward(dz, ha, dz, gg["generator_predictions.dense.bias"], "gelu")
+        np.matmul(dz.T, hm, out=gg["generator_predictions.dense.weight"])
+        np.matmul(dz, gen_w["generator_predictions.dense.weight"], out=ws.dhm[:M])
+        ws.gen_dh.fill(0)
+        ws.gen_dh[positions] = ws.dhm[:M]  # positions are distinct
+        gen.backward(ws.gen_dh)
+        grads = {}
+        if obj.objective == "electra":
+            dwt = mlm_loss.dtype.type(obj.disc_weight)
+            dg = ws.disc_grads
+            bce_backward(dwt, disc_logits, labels, attention_mask, n_real, ws.d_dlogits.reshape(B, T))
+            dl = ws.d_dlogits
+            np.matmul(dl, ws.d_g, out=dg["discriminator_predictions.dense_prediction.weight"][0])
+            dg["discriminator_predictions.dense_prediction.bias"][0] = dl.sum()
+            np.multiply(dl[:, None], disc_w["discriminator_predictions.dense_prediction.weight"], out=ws.d_dg)
+            bias_gelu_backward(ws.d_dg, ws.d_a, ws.d_dg, dg["discriminator_predictions.dense.bias"], dc.hidden_act)
+            np.matmul(ws.d_dg.T, hd, out=dg["discriminator_predictions.dense.weight"])
+            np.matmul(ws.d_dg, disc_w["discriminator_predictions.dense.weight"], out=ws.d_dh)
+            disc.backward(ws.d_dh)
+            dgr = disc.grads
+            for k in ("electra.embeddings.LayerNorm.weight", "electra.embeddings.LayerNorm.bias"):
+                dgr[k] += genc[k]  # shared LayerNorm: discriminator + generator
+            for k in shapes:
+                if k.startswith("discriminator."):
+                    r = k[len("discriminator."):]
+                    grads[k] = dg[r] if r in dg else dgr[r]
+        for k in shapes:
+            if k.startswith("generator."):
+                r = k[len("generator."):]
+                grads[k] = gg[r] if r in gg else genc[r]
+        return loss, metrics, grads
+
+    step.workspaces = workspaces
+    return step

@@ -1,0 +1,130 @@
+"""The fast step (fast.py) against the NumPy reference step (engine.reference_step): the same losses,
+metrics and every gradient, with dropout on and the same seed, with an explicit corruption, with padding,
+in float64 (1e-10) and float32; the same refusals; the workspace reused across steps."""
+
+import numpy as np
+import pytest
+
+from electra_np.config import ElectraConfig, PretrainingConfig
+from electra_np.engine import make_step
+from electra_np.masking import Corruption
+from electra_np.model import Electra
+
+CLS, SEP, MASK, PAD = 2, 3, 4, 0
+
+
+def make_setup(objective="electra", dropout=0.1, E=8, H=12, heads=3, vocab=29, layers=2, act="gelu"):
+    cfg = ElectraConfig(vocab_size=vocab, embedding_size=E, hidden_size=H, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=20, max_position_embeddings=16,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, hidden_act=act)
+    return Electra.build(cfg, PretrainingConfig(generator_hidden_size=0.5, objective=objective))
+
+
+def perturbed(setup, dtype, seed=0):
+    params = setup.init_params(seed, dtype)
+    rng = np.random.default_rng(seed + 1)
+    for k, p in params.items():
+        if "LayerNorm" in k or k.endswith("bias"):
+            p += rng.normal(0, 0.2, p.shape).astype(dtype)
+        else:
+            p *= 20
+    return params
+
+
+def batch(B=3, T=7, vocab=29, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, (B, T))
+    ids[:, 0] = CLS
+    mask = np.ones((B, T), np.int64)
+    mask[1, 4:] = 0  # padding
+    ids[1, 3], ids[1, 4:] = SEP, PAD
+    ids[0, 2] = ids[0, 1]  # a repeated id
+    types = np.zeros((B, T), np.int64)
+    types[0, 4:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def compare(setup, params, b, tol, seed=3, corruption=None, train=True, steps=1):
+    ref_step, fast_step = make_step(setup, "numpy"), make_step(setup, "fast")
+    r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+    for _ in range(steps):
+        lr, mr, gr = ref_step(params, b, r1, corruption=corruption, train=train)
+        lf, mf, gf = fast_step(params, b, r2, corruption=corruption, train=train)
+        assert lf.dtype == lr.dtype and lf.shape == ()
+        assert abs(float(lf) - float(lr)) <= tol * max(1.0, abs(float(lr)))
+        assert mf.keys() == mr.keys()
+        for k in mr:
+            assert mf[k] == pytest.approx(mr[k], rel=tol, abs=tol), k
+        assert gf.keys() == gr.keys()
+        for k in gr:
+            assert gf[k].shape == gr[k].shape and gf[k].dtype == gr[k].dtype, k
+            scale = max(float(np.abs(gr[k]).max()), 1e-3)
+            err = float(np.abs(gf[k].astype(np.float64) - gr[k]).max()) / scale
+            assert err <= tol, f"{k}: relative error {err:.3g}"
+    assert r1.random() == r2.random()  # both consumed the same draws
+    return gf
+
+
+@pytest.mark.parametrize("objective", ["electra", "mlm"])
+def test_fast_equals_reference_float64_dropout_on(objective):
+    setup = make_setup(objective)
+    compare(setup, perturbed(setup, np.float64), batch(), 1e-10)
+
+
+def test_fast_equals_reference_float32_dropout_on():
+    setup = make_setup()
+    compare(setup, perturbed(setup, np.float32), batch(), 2e-3)
+
+
+def test_fast_equals_reference_with_explicit_corruption_and_eval_mode():
+    setup = make_setup(act="gelu_new")
+    b = batch()
+    masked = np.zeros((3, 7), bool)
+    masked[0, [1, 2, 5]] = masked[1, 1] = masked[2, 6] = True
+    use = masked.copy()
+    use[0, 5] = False
+    corr = Corruption(masked, use, np.array([7, 9, 11, 5, 20]))
+    compare(setup, perturbed(setup, np.float64), b, 1e-10, corruption=corr, train=False)
+    compare(setup, perturbed(setup, np.float64), b, 1e-10, corruption=Corruption(masked, use), train=True)
+
+
+def test_fast_equals_reference_with_one_token_and_no_projection():
+    setup = make_setup(E=12, H=12, heads=3)  # E == H: no embeddings_project
+    b = {"input_ids": np.array([[7], [9]])}  # T = 1
+    masked = np.ones((2, 1), bool)
+    compare(setup, perturbed(setup, np.float64), b, 1e-10, corruption=Corruption(masked, masked))
+
+
+def test_workspace_is_reused_and_steps_stay_equal():
+    setup = make_setup()
+    params = perturbed(setup, np.float64)
+    b = batch()
+    compare(setup, params, b, 1e-10, steps=3)
+    step = make_step(setup, "fast")
+    rng = np.random.default_rng(0)
+    _, _, g1 = step(params, b, rng)
+    ids1 = {k: id(v.base if v.base is not None else v) for k, v in g1.items()}
+    _, _, g2 = step(params, b, rng)
+    assert {k: id(v.base if v.base is not None else v) for k, v in g2.items()} == ids1  # same buffers
+    assert len(step.workspaces) == 1
+
+
+def test_fast_refuses_what_the_reference_refuses():
+    setup = make_setup()
+    params = perturbed(setup, np.float32)
+    ref, fast = make_step(setup, "numpy"), make_step(setup, "fast")
+    rng = np.random.default_rng(0)
+    bad = [({"input_ids": np.array([[2, 99, 3]])}, None),
+           ({"input_ids": np.array([[2.0, 5.0, 3.0]])}, None),
+           ({"input_ids": np.array([[2, 5, 3]]), "attention_mask": np.array([[1, 2, 1]])}, None),
+           (batch(), Corruption(np.ones((3, 7), bool), np.zeros((3, 7), bool)))]
+    for b, corr in bad:
+        with pytest.raises(ValueError) as e_ref:
+            ref(params, b, rng, corruption=corr)
+        with pytest.raises(ValueError) as e_fast:
+            fast(params, b, rng, corruption=corr)
+        assert str(e_fast.value) == str(e_ref.value)
+    broken = dict(params)
+    broken.pop(next(iter(broken)))
+    with pytest.raises(ValueError, match="missing keys"):
+        fast(broken, batch(), rng)
