@@ -392,3 +392,38 @@ def make_fast_step(setup):
 
     step.workspaces = workspaces
     return step
+
+
+def make_fast_discriminator(config):
+    """Inference: ElectraForPreTraining's logits with the fast encoder, dropout off.
+
+        logits = make_fast_discriminator(config)(w, batch)   # w: HF-named discriminator dict; (B, T) logits
+
+    Validation as the training step's (check_batch, check_params). The logits are a reused buffer, valid
+    until the next call with the same (B, T, dtype)."""
+    from .params import discriminator_shapes
+
+    shapes = discriminator_shapes(config)
+    encoders = {}
+
+    def logits_fn(w, batch):
+        check_params(w, shapes, "discriminator params")
+        ids, mask, types = check_batch(config, batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        B, T = ids.shape
+        dt = w[WORD].dtype
+        key = (B, T, dt)
+        if key not in encoders:
+            enc = _Encoder(config, B, T, dt)
+            enc.head_a, enc.head_g, enc.logits = np.empty((B * T, config.hidden_size), dt), \
+                np.empty((B * T, config.hidden_size), dt), np.empty(B * T, dt)
+            encoders[key] = enc
+        enc = encoders[key]
+        bias = np.where(mask != 0, dt.type(0), dt.type(MASKED))
+        h = enc.forward(w, ids, types, bias, None)
+        np.matmul(h, w["discriminator_predictions.dense.weight"].T, out=enc.head_a)
+        bias_gelu_forward(enc.head_a, w["discriminator_predictions.dense.bias"], enc.head_g, config.hidden_act)
+        np.matmul(enc.head_g, w["discriminator_predictions.dense_prediction.weight"][0], out=enc.logits)
+        enc.logits += w["discriminator_predictions.dense_prediction.bias"][0]
+        return enc.logits.reshape(B, T)
+
+    return logits_fn

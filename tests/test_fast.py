@@ -128,3 +128,16 @@ def test_fast_refuses_what_the_reference_refuses():
     broken.pop(next(iter(broken)))
     with pytest.raises(ValueError, match="missing keys"):
         fast(broken, batch(), rng)
+
+
+def test_fast_discriminator_inference_equals_reference():
+    from electra_np.fast import make_fast_discriminator
+    from electra_np.model import discriminator_forward
+    from electra_np.params import sub
+    setup = make_setup()
+    params = perturbed(setup, np.float64)
+    w = sub(params, "discriminator.")
+    b = batch()
+    ref, _ = discriminator_forward(w, setup.disc, b["input_ids"], b["token_type_ids"], b["attention_mask"])
+    got = make_fast_discriminator(setup.disc)(w, b)
+    assert np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()

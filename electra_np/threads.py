@@ -1,0 +1,77 @@
+"""One thread count for everything that computes: Numba's kernels and the BLAS behind NumPy's matmuls.
+
+    ELECTRA_NP_THREADS=2 electra-np pretrain ...     # or, in Python:
+    from electra_np.threads import set_num_threads; set_num_threads(2)
+
+Both pools run one after the other (a kernel, then a matmul, then a kernel), never at the same time, so
+n threads each means n busy threads at any moment: no oversubscription. Default: ELECTRA_NP_THREADS, else
+the number of CPUs this process may run on. BLAS is set through threadpoolctl when it is installed (it
+reaches the OpenBLAS inside NumPy's wheel); without it, `configure_env` must run before NumPy is imported
+and sets OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS instead.
+
+Numba's threading layer: any works; with PyTorch in the same process (benchmarks, parity tests) use
+NUMBA_THREADING_LAYER=workqueue, since two OpenMP runtimes in one process can deadlock or oversubscribe.
+Results depend on the thread count only through the per-thread partial sums of batch reductions
+(kernels/common.py): the same count gives the same bits.
+"""
+
+import os
+
+ENV = "ELECTRA_NP_THREADS"
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def default_threads():
+    value = os.environ.get(ENV)
+    if value:
+        n = int(value)
+        if n < 1:
+            raise ValueError(f"{ENV} must be a positive integer, got {value!r}")
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure_env(n=None):
+    """Before NumPy is imported: cap the BLAS pools through the environment (no threadpoolctl needed)."""
+    n = n or default_threads()
+    for k in BLAS_ENV:
+        os.environ.setdefault(k, str(n))
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(n))
+    return n
+
+
+_limiter = None
+
+
+def set_num_threads(n=None):
+    """Set Numba's and BLAS's thread counts to n (default: ELECTRA_NP_THREADS or the CPU count).
+    Returns n. Numba cannot go above NUMBA_NUM_THREADS (fixed at its first parallel launch)."""
+    global _limiter
+    import numba
+
+    n = n or default_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return n  # configure_env's variables apply
+    _limiter = threadpool_limits(limits=n, user_api="blas")  # kept: the limit holds until changed
+    return n
+
+
+def thread_info():
+    """What is in force: Numba's count and layer, and each BLAS library's count and kernel (threadpoolctl)."""
+    import numba
+
+    info = {"numba_threads": numba.get_num_threads(), "numba_layer": os.environ.get("NUMBA_THREADING_LAYER", "default")}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
+                        for d in threadpool_info() if d.get("user_api") == "blas"]
+    except ImportError:
+        pass
+    return info
