@@ -52,7 +52,7 @@ class _Layer:
         self.keep_a = np.empty((B, NH, T, T), np.uint8) if p_att else None
         self.ctx = np.empty((N, H), dt)
         self.h1, self.xhat1, self.rstd1 = np.empty((N, H), dt), np.empty((N, H), dt), np.empty(N, dt)
-        self.a, self.g = np.empty((N, F), dt), np.empty((N, F), dt)
+        self.a = np.empty((N, F), dt)  # the FFN pre-activation; gelu(a) is recomputed in backward
         self.h2, self.xhat2, self.rstd2 = np.empty((N, H), dt), np.empty((N, H), dt), np.empty(N, dt)
         self.keep1 = np.empty((N, H), np.uint8) if p_hid else None
         self.keep2 = np.empty((N, H), np.uint8) if p_hid else None
@@ -80,6 +80,7 @@ class _Encoder:
         self.y, self.tmp, self.dd = np.empty((N, H), dt), np.empty((N, H), dt), np.empty((N, H), dt)
         self.ds_a, self.ds_b = np.empty((N, H), dt), np.empty((N, H), dt)
         self.dctx, self.dqkv, self.dgf = np.empty((N, H), dt), np.empty((N, 3 * H), dt), np.empty((N, F), dt)
+        self.gf = np.empty((N, F), dt)  # gelu(a) of the layer being computed
         self.de, self.de_s = np.empty((N, E), dt), np.empty((N, E), dt)
         self.wqkv, self.bqkv = np.empty((3 * H, H), dt), np.empty(3 * H, dt)
         self.grads = self._grad_buffers(shared)
@@ -146,12 +147,12 @@ class _Encoder:
                                        bias=w[lw + "attention.output.dense.bias"], resid=x,
                                        u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep1)
             np.matmul(L.h1, w[lw + "intermediate.dense.weight"].T, out=L.a)  # (N, F)
-            bias_gelu_forward(L.a, w[lw + "intermediate.dense.bias"], L.g, c.hidden_act)
-            np.matmul(L.g, w[lw + "output.dense.weight"].T, out=self.y)  # (N, H)
+            bias_gelu_forward(L.a, w[lw + "intermediate.dense.bias"], self.gf, c.hidden_act)
+            np.matmul(self.gf, w[lw + "output.dense.weight"].T, out=self.y)  # (N, H)
             residual_layernorm_forward(self.y, w[lw + "output.LayerNorm.weight"], w[lw + "output.LayerNorm.bias"], eps,
                                        L.h2, L.xhat2, L.rstd2, bias=w[lw + "output.dense.bias"], resid=L.h1,
                                        u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep2)
-            L.x, L.wqkv_in = x, None
+            L.x = x
             x = L.h2
         self.w = w
         return x
@@ -178,9 +179,9 @@ class _Encoder:
                                         keep=L.keep2 if p_hid else None, p=p_hid, dd=self.dd if p_hid else None,
                                         dbias=g[lw + "output.dense.bias"])
             df = self.dd if p_hid else ds2  # (N, H)
-            np.matmul(df.T, L.g, out=g[lw + "output.dense.weight"])  # dW2 = df^T g
             np.matmul(df, w[lw + "output.dense.weight"], out=self.dgf)  # dg (N, F)
-            bias_gelu_backward(self.dgf, L.a, self.dgf, g[lw + "intermediate.dense.bias"], c.hidden_act)
+            bias_gelu_backward(self.dgf, L.a, self.dgf, g[lw + "intermediate.dense.bias"], c.hidden_act, g=self.gf)
+            np.matmul(df.T, self.gf, out=g[lw + "output.dense.weight"])  # dW2 = df^T gelu(a)
             np.matmul(self.dgf.T, L.h1, out=g[lw + "intermediate.dense.weight"])
             np.matmul(self.dgf, w[lw + "intermediate.dense.weight"], out=self.tmp)  # d(h1) through the FFN
             # h1 = LN(x + dropout(Wo ctx + bo)); d(h1) = ds2 (skip path) + tmp (FFN path)

@@ -40,7 +40,7 @@ def bias_gelu_forward(a, b, g, act="gelu"):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _bias_gelu_backward(dg, a, da, partial, act):
+def _bias_gelu_backward(dg, a, da, partial, act, g, want_g):
     N, C = a.shape
     P = partial.shape[0]
     dt = a.dtype.type
@@ -52,24 +52,33 @@ def _bias_gelu_backward(dg, a, da, partial, act):
             for j in range(C):
                 x = a[i, j]
                 if act == EXACT:
-                    d = half * (dt(1.0) + erf_(x * rs2)) + x * exp_(-half * x * x) * ipdf
+                    cdf = half * (dt(1.0) + erf_(x * rs2))
+                    d = cdf + x * exp_(-half * x * x) * ipdf
+                    if want_g:
+                        g[i, j] = x * cdf
                 else:
                     t = tanh_(c * (x + k * x * x * x))
                     d = half * (dt(1.0) + t) + half * x * (dt(1.0) - t * t) * c * (dt(1.0) + dt(3.0) * k * x * x)
+                    if want_g:
+                        g[i, j] = half * x * (dt(1.0) + t)
                 v = dg[i, j] * d
                 da[i, j] = v
                 partial[ch, j] += v
 
 
-def bias_gelu_backward(dg, a, da, db=None, act="gelu", partial=None):
-    """da (N, C) = dg * act'(a) (da may be dg); db (C,) = da summed over rows when given."""
+def bias_gelu_backward(dg, a, da, db=None, act="gelu", partial=None, g=None):
+    """da (N, C) = dg * act'(a) (da may be dg); db (C,) = da summed over rows when given; g (N, C) = act(a)
+    rewritten when given (the forward's output, recomputed from the erf/tanh the derivative needs anyway,
+    so that the model need not keep it)."""
     dt = float_dtype("a", a)
     a = as_input("a", a, dt)
     dg = as_input("dg", dg, dt, a.shape)
     as_output("da", da, dt, a.shape)
     if partial is None or partial.shape != (num_chunks(), a.shape[1]) or partial.dtype != dt:
         partial = np.empty((num_chunks(), a.shape[1]), dt)
-    _bias_gelu_backward(dg, a, da, partial, ACT_CODES[act])
+    want_g = g is not None
+    g = as_output("g", g, dt, a.shape) if want_g else np.empty((1, 1), dt)
+    _bias_gelu_backward(dg, a, da, partial, ACT_CODES[act], g, want_g)
     if db is not None:
         as_output("db", db, dt, (a.shape[1],))
         partial.sum(axis=0, out=db)  # partials added in a fixed order
