@@ -198,7 +198,6 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the parameters and the batch (default: 0)")
     p.add_argument("--max_entries", type=int, default=None, help="probe at most this many random entries per "
                                                                  "tensor (default: every entry)")
-    p.add_argument("--verbose", action="store_true", help="print every parameter, not only a summary per group")
     return parser
 
 
@@ -489,6 +488,10 @@ def main(argv=None):
             given = {k: v for k, v in vars(args).items() if k != "command"}
             return cmd_pretrain(given)
         return {"build-vocab": cmd_build_vocab, "prepare": cmd_prepare, "gradcheck": cmd_gradcheck}[args.command](args)
+    except BrokenPipeError:  # e.g. `electra-np pretrain | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("electra-np: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

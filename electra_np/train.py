@@ -113,14 +113,10 @@ class TrainConfig:
             raise RunError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.backend not in (None, "numpy", "fast"):
             raise RunError(f"backend must be 'numpy' or 'fast', got {self.backend!r}")
-
-    @property
-    def peak_lr(self):
-        return self.lr if self.lr is not None else PEAK_LR.get(self.preset, 5e-4)
-
-    @property
-    def warmup_steps(self):
-        return self.warmup if self.warmup is not None else min(OFFICIAL_WARMUP, self.steps // 10)
+        if self.lr is None:  # resolved here, so that run.json and checkpoints record the numbers used
+            object.__setattr__(self, "lr", PEAK_LR.get(self.preset, 5e-4))
+        if self.warmup is None:
+            object.__setattr__(self, "warmup", min(OFFICIAL_WARMUP, self.steps // 10))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -343,6 +339,9 @@ def save_for_finetuning(out_dir, setup, params, tokenizer):
                 {"tokenizer_class": "ElectraTokenizer", "do_lower_case": tokenizer.do_lower_case,
                  "model_max_length": config.max_position_embeddings}, indent=2) + "\n")
             _save_hf(tmp, config, weights, kind)
+            os.chmod(tmp, 0o755)
+            for f in tmp.iterdir():
+                os.chmod(f, 0o644)
             _replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -531,7 +530,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
                                             "sampler_state": sampler.state()})
 
     n_params = sum(p.size for p in params.values())
-    warmup, peak, T, B = tc.warmup_steps, tc.peak_lr, tc.seq_len, tc.batch_size
+    warmup, peak, T, B = tc.warmup, tc.lr, tc.seq_len, tc.batch_size
     log.line(f"{'resuming' if resume else 'pretraining'} {pretraining_config.objective} ({tc.preset}: "
              f"H={model_config.hidden_size}, layers={model_config.num_hidden_layers}, generator "
              f"H={setup.gen.hidden_size}), {n_params / 1e6:.2f}M parameters, V={len(tokenizer)} | B={B} T={T} | "
@@ -542,6 +541,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
              + (f" | from step {step} of {tc.steps}" if resume else ""))
 
     step_fn = make_step(setup, backend)
+    update = _fast_update(optimizer) if backend == "fast" else optimizer.update
     has_eval = eval_data is not None and len(eval_data) > 0
     stop = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
     window, window_time, window_steps = {}, 0.0, 0
@@ -566,7 +566,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
             if not math.isfinite(norm):
                 raise TrainingDiverged(f"step {step + 1}: the gradient norm is {norm} (losses mlm "
                                        f"{metrics['mlm_loss']:.4f}); training stopped. " + _last_good(ckpt_path))
-            optimizer.update(params, grads, lr)
+            update(params, grads, lr)
             step += 1
             window_time += time.perf_counter() - t0
             window_steps += 1
@@ -618,6 +618,18 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
     summary["demo_split"] = "held-out" if has_eval else "training"
     summary["params"] = params
     return summary
+
+
+def _fast_update(optimizer):
+    """optim.AdamW.update through the fused Numba kernel (kernels/adamw.py, its tested twin)."""
+    from .kernels.adamw import adamw_update
+
+    def update(params, grads, lr):
+        optimizer.t += 1
+        adamw_update(params, grads, optimizer.m, optimizer.v, lr, optimizer.t, optimizer.weight_decay,
+                     optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.bias_correction)
+
+    return update
 
 
 def _last_good(ckpt_path):

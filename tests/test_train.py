@@ -1,0 +1,291 @@
+"""The pretraining loop: exact resume, atomic checkpoints, NaN stop, the saved models, and learning.
+
+Most tests train a very small model (1 layer, H=32, T=32) on a synthetic corpus through `electra-np
+pretrain` in-process; the learning test runs the tiny preset on the embedded corpus.
+"""
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from electra_np import checkpoint, cli, train
+from electra_np.params import discriminator_shapes, generator_shapes
+
+SMALL = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
+         "--num_attention_heads", "2", "--seq_len", "32", "--batch_size", "8", "--vocab_size", "300",
+         "--backend", "numpy", "--log_every", "1", "--eval_examples", "16"]
+LOSS_KEYS = ("loss", "mlm_loss", "disc_loss", "mlm_acc", "disc_acc", "replaced_frac", "grad_norm")
+
+
+def synthetic_text(seed=0, documents=150):
+    """English-like sentences from a small grammar: documents of 3-6 lines, blank lines between them."""
+    rng = random.Random(seed)
+    nouns = "cat dog bird parser module function value object list table server client file".split()
+    verbs = "reads writes returns holds sends finds opens closes checks builds".split()
+    adjs = "small large quick lazy empty full new old valid broken".split()
+    docs = []
+    for _ in range(documents):
+        lines = []
+        for _ in range(rng.randint(3, 6)):
+            words = ["the", rng.choice(adjs), rng.choice(nouns), rng.choice(verbs), "a", rng.choice(nouns)]
+            if rng.random() < 0.5:
+                words += ["with", "the", rng.choice(adjs), rng.choice(nouns)]
+            lines.append(" ".join(words) + ".")
+        docs.append("\n".join(lines))
+    return "\n\n".join(docs) + "\n"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A private electra_np cache and a small synthetic corpus."""
+    root = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ELECTRA_NP_CACHE", str(root / "cache"))
+        corpus = root / "corpus.txt"
+        corpus.write_text(synthetic_text(), encoding="utf-8")
+        yield {"root": root, "corpus": str(corpus)}
+
+
+def pretrain(env, out_dir, *extra):
+    return cli.main(["pretrain", "--corpus", env["corpus"], "--out_dir", str(out_dir), *SMALL, *extra])
+
+
+def metrics(out_dir, split="train"):
+    lines = (Path(out_dir) / train.METRICS_NAME).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def crash_at(monkeypatch, call, exc=RuntimeError("simulated crash")):
+    """Make the training step raise at its `call`-th call (1-based), as a killed process would stop."""
+    real = train.make_step
+
+    def make(setup, backend):
+        step, calls = real(setup, backend), [0]
+
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == call:
+                raise exc
+            return step(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_step", make)
+
+
+def nan_at(monkeypatch, call, term):
+    """Make the training step report a NaN `term` (mlm_loss or disc_loss) at its `call`-th call."""
+    real = train.make_step
+
+    def make(setup, backend):
+        step, calls = real(setup, backend), [0]
+
+        def wrapped(*args, **kwargs):
+            loss, m, grads = step(*args, **kwargs)
+            calls[0] += 1
+            if calls[0] == call:
+                m = dict(m, **{term: float("nan"), "loss": float("nan")})
+            return loss, m, grads
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_step", make)
+
+
+# ----------------------------------------------------------------------------- resume
+
+def test_resume_is_bit_identical(env, tmp_path, monkeypatch):
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert pretrain(env, full, "--steps", "10", "--save_every", "3", "--eval_every", "5") == 0
+
+    # session 1 stops at step 4 with a checkpoint; session 2 crashes in step 8 (last checkpoint: step 6)
+    assert pretrain(env, split, "--steps", "10", "--save_every", "3", "--eval_every", "5", "--stop_at", "4") == 0
+    assert checkpoint.read_meta(split / train.CHECKPOINT_NAME)["step"] == 4
+    with monkeypatch.context() as mp:
+        crash_at(mp, 4)  # the 4th step of this session is step 8
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            cli.main(["pretrain", "--out_dir", str(split), "--resume"])
+    assert checkpoint.read_meta(split / train.CHECKPOINT_NAME)["step"] == 6
+    assert [r["step"] for r in metrics(split)] == [1, 2, 3, 4, 5, 6, 7]
+    assert cli.main(["pretrain", "--out_dir", str(split), "--resume"]) == 0
+
+    a, b = metrics(full), metrics(split)
+    assert [r["step"] for r in b] == list(range(1, 11))  # lines after the last checkpoint were dropped
+    for ra, rb in zip(a, b):
+        assert {k: ra[k] for k in LOSS_KEYS} == {k: rb[k] for k in LOSS_KEYS}, ra["step"]
+    assert [{k: r[k] for k in LOSS_KEYS[:3]} for r in metrics(full, "eval")] == \
+        [{k: r[k] for k in LOSS_KEYS[:3]} for r in metrics(split, "eval")]
+    arrays_a, meta_a = checkpoint.load(full / train.CHECKPOINT_NAME)
+    arrays_b, meta_b = checkpoint.load(split / train.CHECKPOINT_NAME)
+    assert arrays_a.keys() == arrays_b.keys()
+    assert all(np.array_equal(arrays_a[k], arrays_b[k]) for k in arrays_a)  # parameters and AdamW moments
+    assert meta_a["rng_state"] == meta_b["rng_state"] and meta_a["sampler_state"] == meta_b["sampler_state"]
+    for kind in ("discriminator", "generator"):
+        with np.load(full / kind / "model.npz") as za, np.load(split / kind / "model.npz") as zb:
+            assert all(np.array_equal(za[k], zb[k]) for k in za.files)
+
+
+def test_checkpoint_holds_the_whole_state(env, tmp_path):
+    out = tmp_path / "run"
+    assert pretrain(env, out, "--steps", "3", "--eval_every", "0") == 0
+    arrays, meta = checkpoint.load(out / train.CHECKPOINT_NAME)
+    params = checkpoint.group(arrays, "params")
+    assert set(checkpoint.group(arrays, "adam_m")) == set(checkpoint.group(arrays, "adam_v")) == set(params)
+    assert meta["step"] == 3 and meta["optimizer"]["t"] == 3
+    assert meta["rng_state"]["bit_generator"] == "PCG64"
+    assert {"epoch", "position", "seed", "batch_size"} <= set(meta["sampler_state"])
+    assert meta["model_config"]["hidden_size"] == 32 and meta["pretraining_config"]["disc_weight"] == 50.0
+    assert meta["training"]["steps"] == 3 and meta["training"]["warmup"] == 0  # min(10000, 10% of 3 steps)
+    assert meta["vocab"][:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert len(meta["vocab"]) == meta["model_config"]["vocab_size"]
+    assert (out / "vocab.txt").read_text().splitlines() == meta["vocab"]
+    record = metrics(out)[-1]
+    for key in ("step", "loss", "mlm_loss", "disc_loss", "mlm_acc", "disc_acc", "replaced_frac", "lr",
+                "tokens_per_s", "time_left_s"):
+        assert key in record
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+def test_checkpoint_damage_is_a_clear_error(tmp_path):
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, {"params/w": np.arange(20000, dtype=np.float32)}, {"step": 1})
+    arrays, meta = checkpoint.load(path)
+    assert meta["step"] == 1 and np.array_equal(arrays["params/w"], np.arange(20000, dtype=np.float32))
+    data = path.read_bytes()
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated.npz.*truncated or corrupted"):
+        checkpoint.load(truncated)
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:])
+    with pytest.raises(checkpoint.CheckpointError, match="flipped.npz.*truncated or corrupted"):
+        checkpoint.load(flipped)
+    other = tmp_path / "other.npz"
+    np.savez(other, w=np.zeros(3))
+    with pytest.raises(checkpoint.CheckpointError, match="not an electra_np checkpoint"):
+        checkpoint.load(other)
+    with pytest.raises(checkpoint.CheckpointError, match="not found"):
+        checkpoint.load(tmp_path / "missing.npz")
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from electra_np import checkpoint
+
+    path, mode = sys.argv[1], sys.argv[2]
+    checkpoint.save(path, {"params/w": np.full(1000, 1.0, np.float32)}, {"step": 1})  # the last good one
+    big = {"params/w": np.full(4_000_000, 2.0, np.float32)}  # 16 MB
+    if mode == "mid-write":  # die after 1 MB of the new archive reached the disk
+        class Dying:
+            def __init__(self, f):
+                self.f, self.n = f, 0
+            def write(self, b):
+                b = memoryview(b).cast("B")
+                if self.n + len(b) > 1 << 20:  # write up to 1 MB, then die
+                    self.f.write(b[:(1 << 20) + 1 - self.n])
+                    self.f.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                self.n += len(b)
+                return self.f.write(b)
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+        savez = np.savez
+        checkpoint.np.savez = lambda f, **arrays: savez(Dying(f), **arrays)
+    else:  # die after the whole archive is written and fsync'ed, just before the rename
+        checkpoint.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.save(path, big, {"step": 2})
+    print("not killed")
+""")
+
+
+@pytest.mark.parametrize("mode", ["mid-write", "before-rename"])
+def test_killed_save_leaves_the_last_checkpoint(tmp_path, mode):
+    path = tmp_path / "checkpoint.npz"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(path), mode], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    arrays, meta = checkpoint.load(path)
+    assert meta["step"] == 1 and np.array_equal(arrays["params/w"], np.ones(1000, np.float32))
+    stale = list(tmp_path.glob(".tmp-*"))
+    assert stale and stale[0].stat().st_size > 500_000  # the killed save's partial file, beside it
+    checkpoint.save(path, {"params/w": np.zeros(2, np.float32)}, {"step": 3})  # the next save cleans up
+    assert not list(tmp_path.glob(".tmp-*")) and checkpoint.read_meta(path)["step"] == 3
+
+
+# ----------------------------------------------------------------------------- NaN
+
+@pytest.mark.parametrize("term, words", [("disc_loss", "discriminator loss disc_loss=nan"),
+                                         ("mlm_loss", "MLM (generator) loss mlm_loss=nan")])
+def test_nan_stops_training_and_keeps_the_checkpoint(env, tmp_path, monkeypatch, capsys, term, words):
+    ref, out = tmp_path / "ref", tmp_path / "nan"
+    assert pretrain(env, ref, "--steps", "8", "--stop_at", "3", "--eval_every", "0") == 0
+    nan_at(monkeypatch, 5, term)
+    capsys.readouterr()
+    assert pretrain(env, out, "--steps", "8", "--save_every", "3", "--eval_every", "0") == cli.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert f"step 5: the {words}" in err and "training stopped" in err
+    assert "last good checkpoint (step 3) is intact" in err and "Traceback" not in err
+    good, meta = checkpoint.load(out / train.CHECKPOINT_NAME)
+    expected, _ = checkpoint.load(ref / train.CHECKPOINT_NAME)
+    assert meta["step"] == 3 and all(np.array_equal(good[k], expected[k]) for k in expected)
+    assert not (out / "discriminator").exists()
+
+
+# ----------------------------------------------------------------------------- the result
+
+def test_final_models_are_ready_for_finetuning(env, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert pretrain(env, out, "--steps", "4", "--eval_every", "2") == 0
+    text = capsys.readouterr().out
+    assert "discriminator accuracy" in text and "checkpoint: " in text and "P(replaced)" in text
+    for kind, shapes_of in (("discriminator", discriminator_shapes), ("generator", generator_shapes)):
+        folder = out / kind
+        config = json.loads((folder / "config.json").read_text())
+        from electra_np.config import ElectraConfig
+
+        cfg = ElectraConfig.from_dict(config)
+        with np.load(folder / "model.npz") as z:
+            assert {k: z[k].shape for k in z.files} == shapes_of(cfg)
+        assert (folder / "vocab.txt").read_text() == (out / "vocab.txt").read_text()
+    gen = ElectraConfig.from_dict(json.loads((out / "generator" / "config.json").read_text()))
+    assert gen.hidden_size == 8  # generator_hidden_size 0.25 of H=32
+    try:
+        from electra_np import hf
+        import safetensors  # noqa: F401
+    except ImportError:
+        return
+    config, params, kind = hf.from_pretrained(out / "discriminator")
+    assert kind == "discriminator" and config.hidden_size == 32
+
+
+def test_mlm_objective_saves_only_the_generator(env, tmp_path, capsys):
+    out = tmp_path / "mlm"
+    assert pretrain(env, out, "--steps", "3", "--objective", "mlm", "--eval_every", "0") == 0
+    assert (out / "generator" / "model.npz").is_file() and not (out / "discriminator").exists()
+    assert "predicted:" in capsys.readouterr().out
+    assert "disc_loss" not in metrics(out)[-1]
+
+
+def test_learning_on_the_embedded_corpus(env, tmp_path, capsys):
+    """The tiny preset on the stdlib-docstring corpus: the loss falls and the discriminator beats the
+    always-original baseline on held-out text."""
+    out = tmp_path / "learn"
+    rc = cli.main(["pretrain", "--out_dir", str(out), "--seq_len", "64", "--batch_size", "16", "--steps", "400",
+                   "--lr", "2e-3", "--log_every", "50", "--eval_every", "0", "--save_every", "0"])
+    assert rc == 0
+    train_lines, final = metrics(out), metrics(out, "eval")[-1]
+    first = train_lines[0]["loss"]
+    assert final["loss"] < 0.7 * first, (first, final)
+    assert final["disc_acc"] > final["disc_baseline_acc"] + 0.01, final
+    assert final["examples"] >= 50
