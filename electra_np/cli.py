@@ -130,8 +130,8 @@ def _pretrain_parser(sub):
                                               "official value)")
     g.add_argument("--weight_decay", type=float, help="AdamW decoupled weight decay, not on LayerNorm and biases "
                                                       f"(default: {d['weight_decay']})")
-    g.add_argument("--clip_norm", type=float, help=f"clip the gradients' global norm to this (default: "
-                                                   f"{d['clip_norm']})")
+    g.add_argument("--clip_norm", type=float, help=f"clip the gradients' global norm to this, 0 for no clipping "
+                                                   f"(default: {d['clip_norm']})")
     g.add_argument("--seed", type=int, help="seed of initialization, masking, sampling, dropout and data order "
                                             f"(default: {d['seed']})")
     g.add_argument("--dtype", choices=("float32", "float64"), help="parameter and compute dtype (default: float32)")

@@ -43,7 +43,7 @@ from .config import ElectraConfig, PretrainingConfig
 from .engine import make_step
 from .masking import corrupt
 from .model import Electra, electra_forward
-from .optim import AdamW, clip_by_global_norm, learning_rate
+from .optim import AdamW, clip_by_global_norm, global_norm, learning_rate
 from .params import check_params, discriminator_params, generator_params
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -278,14 +278,17 @@ def demo(params, setup, tokenizer, data, max_tokens=40, seed=DEMO_SEED):
     return out
 
 
-def _render(tokens, marks):
-    """Wordpieces joined as text ('##' pieces glued on), marked pieces as [piece]."""
-    text = ""
-    for tok, mark in zip(tokens, marks):
-        glue = tok.startswith("##") and text
+def _render(tokens, marks, changed=None):
+    """Wordpieces joined as text, marked pieces as [piece]. A '##' piece is glued to the one before it,
+    unless either is `changed` (a generator sample: shown as a piece of its own)."""
+    text, previous_changed = "", True
+    changed = changed or [False] * len(tokens)
+    for tok, mark, new in zip(tokens, marks, changed):
+        glue = tok.startswith("##") and not new and not previous_changed
         piece = tok[2:] if glue else tok
         piece = f"[{piece}]" if mark else piece
         text += piece if glue else " " + piece
+        previous_changed = new
     return text.strip()
 
 
@@ -298,9 +301,11 @@ def format_demo(d):
         lines.append("  predicted: " + _render([p or t for t, p in zip(d["tokens"], d["predicted"])], d["masked"]))
         return lines
     flagged = [p > 0.5 for p in d["p_replaced"]]
-    lines.append("  original:  " + _render(d["tokens"], d["replaced"]))
-    lines.append("  corrupted: " + _render(d["corrupted"], d["replaced"]) + "    ([..] = replaced by the generator)")
-    lines.append("  flagged:   " + _render(d["corrupted"], flagged) + "    ([..] = discriminator says replaced)")
+    lines.append("  original:  " + _render(d["tokens"], d["replaced"], d["replaced"]))
+    lines.append("  corrupted: " + _render(d["corrupted"], d["replaced"], d["replaced"])
+                 + "    ([..] = replaced by the generator)")
+    lines.append("  flagged:   " + _render(d["corrupted"], flagged, d["replaced"])
+                 + "    ([..] = the discriminator says replaced)")
     lines.append("  P(replaced) at the masked positions and wherever the discriminator flags a token:")
     for i, tok in enumerate(d["corrupted"]):
         if not (d["masked"][i] or flagged[i]):
@@ -562,7 +567,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
                 terms = " and ".join(f"the {'MLM (generator)' if b == 'mlm_loss' else 'discriminator'} loss "
                                      f"{b}={metrics[b]}" for b in bad)
                 raise TrainingDiverged(f"step {step + 1}: {terms}; training stopped. " + _last_good(ckpt_path))
-            grads, norm = clip_by_global_norm(grads, tc.clip_norm)
+            grads, norm = clip_by_global_norm(grads, tc.clip_norm) if tc.clip_norm > 0 else (grads, global_norm(grads))
             if not math.isfinite(norm):
                 raise TrainingDiverged(f"step {step + 1}: the gradient norm is {norm} (losses mlm "
                                        f"{metrics['mlm_loss']:.4f}); training stopped. " + _last_good(ckpt_path))
