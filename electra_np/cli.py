@@ -55,11 +55,17 @@ MODEL_HELP = {
     "initializer_range": "standard deviation of the initial weights (presets: {})",
     "layer_norm_eps": "LayerNorm epsilon (presets: {})",
 }
+# the tiny preset is a few-minute demo: with the paper's mask_prob 0.15 and temperature 1 its discriminator stays at
+# the always-original baseline for the first thousands of steps; 0.25 (ELECTRA-Large's mask rate) and a flatter
+# generator (temperature 3) make replaced tokens detectable within a hundred steps. docs/training.md has the numbers.
+PRESET_OBJECTIVE = {"tiny": {"mask_prob": 0.25, "temperature": 3.0}}
 _P = PretrainingConfig()
 PRETRAIN_HELP = {
-    "mask_prob": f"share of tokens masked per sequence (default {_P.mask_prob})",
+    "mask_prob": f"share of tokens masked per sequence (default {_P.mask_prob}; tiny preset "
+                 f"{PRESET_OBJECTIVE['tiny']['mask_prob']})",
     "disc_weight": f"lambda: loss = MLM loss + lambda * discriminator loss (default {_P.disc_weight:g})",
-    "temperature": f"sampling temperature of the generator's replacements (default {_P.temperature:g})",
+    "temperature": f"sampling temperature of the generator's replacements; above 1 samples rarer tokens, easier to "
+                   f"detect (default {_P.temperature:g}; tiny preset {PRESET_OBJECTIVE['tiny']['temperature']:g})",
     "generator_hidden_size": f"generator size as a fraction of the discriminator's hidden size "
                              f"(default {_P.generator_hidden_size})",
     "mask_token_prob": f"share of the masked positions shown to the generator as [MASK]; the rest keep their "
@@ -72,10 +78,14 @@ PRETRAIN_FIELDS = list(dataclasses.fields(PretrainingConfig))
 DATA_KEYS = ("corpus", "data", "vocab", "lowercase", "eval_fraction", "split_sentences")
 RUN_KEYS = ("out_dir",)
 SESSION_ONLY = ("resume", "overwrite", "threads", "config")  # never read from a file or a checkpoint
-TRAIN_DEFAULTS = dict(preset="tiny", steps=600, batch_size=32, seq_len=128, lr=None, warmup=None, weight_decay=0.01,
-                      clip_norm=1.0, seed=0, dtype="float32", eval_examples=512, log_every=20, eval_every=200,
-                      save_every=200, backend=None, stop_at=None)
 DATA_DEFAULTS = dict(corpus=None, data=None, vocab=None, lowercase=True, eval_fraction=0.02, split_sentences=False)
+
+
+def train_defaults():
+    """TrainConfig's defaults (imported late: --threads must be set before NumPy loads)."""
+    from .train import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def _corpus_help():
@@ -120,7 +130,7 @@ def _pretrain_parser(sub):
     g.add_argument("--eval_fraction", type=float, help="share of the documents held out for evaluation "
                                                        "(default: 0.02)")
     g = p.add_argument_group("training")
-    d = TRAIN_DEFAULTS
+    d = train_defaults()
     g.add_argument("--steps", type=int, help=f"optimizer steps (default: {d['steps']})")
     g.add_argument("--batch_size", type=int, help=f"sequences per step (default: {d['batch_size']})")
     g.add_argument("--seq_len", type=int, help=f"tokens per sequence (default: {d['seq_len']})")
@@ -228,7 +238,7 @@ def load_config_file(path):
     if not isinstance(d, dict):
         raise CliError(f"--config {path}: expected a JSON object of option names and values")
     flat = _flatten_saved(d)
-    known = {f.name for f in MODEL_FIELDS} | {f.name for f in PRETRAIN_FIELDS} | set(TRAIN_DEFAULTS) | \
+    known = {f.name for f in MODEL_FIELDS} | {f.name for f in PRETRAIN_FIELDS} | set(train_defaults()) | \
         set(DATA_KEYS) | set(RUN_KEYS)
     unknown = sorted(set(flat) - known)
     if unknown:
@@ -243,7 +253,9 @@ def resolve_settings(given, base=None):
         explicit = {**load_config_file(given["config"]), **{k: v for k, v in given.items() if k != "config"}}
     if isinstance(explicit.get("corpus"), str):
         explicit["corpus"] = [explicit["corpus"]]
-    settings = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **(base or {}), **explicit}
+    preset_name = explicit.get("preset") or (base or {}).get("preset") or "tiny"
+    settings = {**train_defaults(), **DATA_DEFAULTS, **PRESET_OBJECTIVE.get(preset_name, {}), **(base or {}),
+                **explicit}
     return settings, explicit
 
 
@@ -259,7 +271,7 @@ def _build_configs(settings, tokenizer, explicit):
     model.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_id)
     model_config = preset(settings["preset"], **model)
     pretraining = PretrainingConfig(**{f.name: settings[f.name] for f in PRETRAIN_FIELDS if f.name in settings})
-    tc = TrainConfig(**{k: settings[k] for k in TRAIN_DEFAULTS})
+    tc = TrainConfig(**{k: settings[k] for k in train_defaults()})
     return model_config, pretraining, tc
 
 
@@ -480,10 +492,9 @@ def _set_threads(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     try:
         _set_threads(argv)
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         if args.command == "pretrain":
             given = {k: v for k, v in vars(args).items() if k != "command"}
             return cmd_pretrain(given)

@@ -74,7 +74,7 @@ class TrainConfig:
     The rest (logging, backend, where the data comes from) may change between sessions."""
 
     preset: str = "tiny"
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 32
     seq_len: int = 128
     lr: float = None                 # None: PEAK_LR[preset]
@@ -84,9 +84,9 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     eval_examples: int = 512         # held-out examples per evaluation (the first ones)
-    log_every: int = 20
-    eval_every: int = 200
-    save_every: int = 200
+    log_every: int = 10
+    eval_every: int = 100
+    save_every: int = 100
     backend: str = None              # None: "fast" when electra_np.fast imports, else "numpy"
     stop_at: int = None              # end this session after this step (with a checkpoint)
 

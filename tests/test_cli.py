@@ -240,7 +240,7 @@ def test_resume_with_a_different_config_names_the_fields(env, capsys):
     err = fails(capsys, ["pretrain", "--out_dir", str(env["run"]), "--resume", "--hidden_size", "64",
                          "--mask_prob", "0.2", "--lr", "1e-3"], "cannot resume", folder=env["run"])
     assert "hidden_size: checkpoint has 32, this run 64" in err
-    assert "mask_prob: checkpoint has 0.15, this run 0.2" in err
+    assert "mask_prob: checkpoint has 0.25, this run 0.2" in err  # the tiny preset's 0.25
     assert "lr: checkpoint has 0.0005, this run 0.001" in err
 
 

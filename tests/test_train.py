@@ -277,15 +277,17 @@ def test_mlm_objective_saves_only_the_generator(env, tmp_path, capsys):
     assert "disc_loss" not in metrics(out)[-1]
 
 
-def test_learning_on_the_embedded_corpus(env, tmp_path, capsys):
-    """The tiny preset on the stdlib-docstring corpus: the loss falls and the discriminator beats the
-    always-original baseline on held-out text."""
+def test_learning_on_the_embedded_corpus(env, tmp_path):
+    """The tiny preset (its objective defaults: mask_prob 0.25, temperature 3) on the stdlib-docstring corpus,
+    about 30 s on 2 cores: the loss falls and the discriminator beats the always-original baseline on held-out text."""
     out = tmp_path / "learn"
-    rc = cli.main(["pretrain", "--out_dir", str(out), "--seq_len", "64", "--batch_size", "16", "--steps", "400",
-                   "--lr", "2e-3", "--log_every", "50", "--eval_every", "0", "--save_every", "0"])
+    rc = cli.main(["pretrain", "--out_dir", str(out), "--seq_len", "64", "--batch_size", "16", "--steps", "150",
+                   "--lr", "1e-3", "--backend", "numpy", "--log_every", "10", "--eval_every", "50", "--save_every", "0"])
     assert rc == 0
-    train_lines, final = metrics(out), metrics(out, "eval")[-1]
-    first = train_lines[0]["loss"]
-    assert final["loss"] < 0.7 * first, (first, final)
-    assert final["disc_acc"] > final["disc_baseline_acc"] + 0.01, final
-    assert final["examples"] >= 50
+    first = metrics(out)[0]["loss"]  # the mean of the first 10 steps
+    evals = metrics(out, "eval")
+    final = evals[-1]
+    assert [e["step"] for e in evals] == [50, 100, 150] and final["examples"] >= 100
+    assert final["loss"] < 0.65 * first, (first, final)
+    assert final["disc_acc"] > final["disc_baseline_acc"] + 0.05, final
+    assert final["disc_loss"] < evals[0]["disc_loss"] and final["mlm_loss"] < 6.5
