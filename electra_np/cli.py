@@ -365,7 +365,7 @@ def cmd_pretrain(given):
     if summary["status"] == "finished":
         for line in tr.format_summary(summary, pretraining.objective == "electra"):
             echo(line)
-    return 0
+    return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0
 
 
 def cmd_build_vocab(args):

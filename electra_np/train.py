@@ -550,7 +550,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
     has_eval = eval_data is not None and len(eval_data) > 0
     stop = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
     window, window_time, window_steps = {}, 0.0, 0
-    eval_time, last_eval, first_loss = 0.0, None, None
+    eval_time, last_eval, first_loss, last_train = 0.0, None, None, None
     run_start = time.perf_counter()
     status = "finished"
     with _StopFlag() as interrupt:
@@ -591,6 +591,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
                          f"| gnorm {m['grad_norm']:.2f} | {tok_s:,.0f} tok/s | {format_time(left)} left")
                 log.metrics({"split": "train", "step": step, **m, "lr": lr, "tokens_per_s": tok_s,
                              "time_left_s": left, "elapsed_s": elapsed_before + time.perf_counter() - run_start})
+                last_train = m
                 window, window_time, window_steps = {}, 0.0, 0
 
             if has_eval and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
@@ -609,7 +610,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
             log.line(f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume")
 
     summary = {"status": status, "step": step, "steps": tc.steps, "checkpoint": str(ckpt_path),
-               "out_dir": str(out_dir), "first_loss": first_loss, "backend": backend,
+               "out_dir": str(out_dir), "first_loss": first_loss, "last_train": last_train, "backend": backend,
                "seconds": time.perf_counter() - run_start, "eval_seconds": eval_time}
     if step < tc.steps:
         if status == "finished":
@@ -659,8 +660,9 @@ def format_summary(summary, electra=True):
             lines.append(f"discriminator accuracy {ev['disc_acc']:.3f} vs {ev['disc_baseline_acc']:.3f} for always "
                          f"answering 'original' ({'+' if gain >= 0 else ''}{gain:.3f}); generator MLM accuracy "
                          f"{ev['mlm_acc']:.3f}")
-    if summary.get("first_loss") is not None:
-        lines.append(f"training loss: {summary['first_loss']:.3f} at the first step of this session")
+    if summary.get("first_loss") is not None and summary.get("last_train") is not None:
+        lines.append(f"training loss: {summary['first_loss']:.3f} at the first step of this session, "
+                     f"{summary['last_train']['loss']:.3f} over the last {'log interval' if summary['step'] > 1 else 'step'}")
     lines.append(f"checkpoint: {summary['checkpoint']}")
     for kind, path in summary.get("models", {}).items():
         lines.append(f"{kind} for fine-tuning: {path}")
