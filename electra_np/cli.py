@@ -208,6 +208,11 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the parameters and the batch (default: 0)")
     p.add_argument("--max_entries", type=int, default=None, help="probe at most this many random entries per "
                                                                  "tensor (default: every entry)")
+    try:  # finetune / evaluate / predict (finetune_cli.py), when present
+        from .finetune_cli import add_parsers
+    except ImportError:
+        return parser
+    add_parsers(sub)
     return parser
 
 
@@ -498,7 +503,10 @@ def main(argv=None):
         if args.command == "pretrain":
             given = {k: v for k, v in vars(args).items() if k != "command"}
             return cmd_pretrain(given)
-        return {"build-vocab": cmd_build_vocab, "prepare": cmd_prepare, "gradcheck": cmd_gradcheck}[args.command](args)
+        commands = {"build-vocab": cmd_build_vocab, "prepare": cmd_prepare, "gradcheck": cmd_gradcheck}
+        if args.command in commands:
+            return commands[args.command](args)
+        return args.func(args) or 0  # a subcommand registered by another module (finetune_cli)
     except BrokenPipeError:  # e.g. `electra-np pretrain | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
