@@ -39,9 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
-from .config import ElectraConfig, PretrainingConfig
 from .engine import make_step
-from .masking import corrupt
 from .model import Electra, electra_forward
 from .optim import AdamW, clip_by_global_norm, global_norm, learning_rate
 from .params import check_params, discriminator_params, generator_params
@@ -120,11 +118,6 @@ class TrainConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
 
 
 def _check_int(name, value, minimum):
@@ -499,7 +492,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
                                    data_info.get("fingerprint"), tokenizer.do_lower_case)
         if diffs:
             raise RunError(f"cannot resume {ckpt_path}: this run differs from it in\n  " + "\n  ".join(diffs))
-        saved = {k: v for k, v in checkpoint.group(arrays, "params").items()}
+        saved = checkpoint.group(arrays, "params")
         try:
             check_params(saved, setup.shapes(), what=f"{ckpt_path} parameters")
         except ValueError as e:

@@ -4,9 +4,7 @@ Most tests train a very small model (1 layer, H=32, T=32) on a synthetic corpus 
 pretrain` in-process; the learning test runs the tiny preset on the embedded corpus.
 """
 
-import hashlib
 import json
-import os
 import random
 import subprocess
 import sys
