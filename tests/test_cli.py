@@ -288,3 +288,24 @@ def test_other_bad_settings(env, tmp_path, capsys):
     fails(capsys, ["pretrain", "--corpus", env["corpus"], "--out_dir", out, *SMALL, "--steps", "0"], "steps")
     fails(capsys, ["pretrain", "--out_dir", str(env["run"]), "--resume", "--overwrite"], "exclude")
     assert not Path(out).exists()
+
+
+def test_resume_on_changed_data_is_refused(env, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(Path(env["corpus"]).read_text())
+    run = tmp_path / "run"
+    assert cli.main(["pretrain", "--corpus", str(corpus), "--out_dir", str(run), *SMALL, "--steps", "4",
+                     "--stop_at", "2"]) == 0
+    with open(corpus, "a") as f:
+        f.write("\n" + synthetic_text(seed=1, documents=40))
+    fails(capsys, ["pretrain", "--out_dir", str(run), "--resume"], "cannot resume", "training data", folder=run)
+
+
+def test_threads_reach_blas_and_numba_before_numpy_loads(capsys, monkeypatch):
+    for name in cli.THREAD_VARIABLES:
+        monkeypatch.setenv(name, "2")
+    code = ("import os, sys; from electra_np import cli; cli._set_threads(['pretrain', '--threads', '1']); "
+            "print('numpy' in sys.modules, [os.environ[v] for v in cli.THREAD_VARIABLES])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False ['1', '1', '1', '1']", out.stderr
+    fails(capsys, ["pretrain", "--threads", "0"], "--threads must be >= 1")
