@@ -89,7 +89,7 @@ class TrainConfig:
     stop_at: int = None              # end this session after this step (with a checkpoint)
 
     LOCKED = ("preset", "steps", "batch_size", "seq_len", "lr", "warmup", "weight_decay", "clip_norm", "seed",
-              "dtype", "eval_examples")
+              "dtype")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_len", "eval_examples"):
