@@ -83,6 +83,7 @@ def main():
         f()
     times = {s: [] for s in fns}
     for _ in range(args.rounds):
+        common.wait_quiet()
         for s, f in fns.items():
             times[s] += common.timed(f, args.steps)
     flops = 12 * B * NH * T * T * hs

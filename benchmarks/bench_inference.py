@@ -92,6 +92,7 @@ def main():
     times = {s: [] for s in workers}
     for _ in range(args.rounds):
         for s, w in workers.items():
+            common.wait_quiet()  # the other side's idle thread pools spin for a while after it ran
             times[s] += w.time(args.steps)
     rows = {}
     for s, w in workers.items():

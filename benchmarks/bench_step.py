@@ -36,6 +36,7 @@ def main():
     args = ap.parse_args()
     info = common.machine()
     common.print_machine(info)
+    common.wait_quiet()
     peak = common.matmul_peak()
     print(f"sgemm peak measured (2048^3, best of 7): {peak:.0f} GFLOP/s")
     setup = common.build_setup(args.config)
@@ -53,9 +54,14 @@ def main():
         print(f"  {s}: ready, validation {workers[s].info.get('validation')}")
     times = {s: [] for s in sides}
     faults0 = {s: workers[s].stats()["minflt"] for s in sides}
+    others = []
     for _ in range(args.rounds):
         for s in sides:
+            # idle thread pools of the side that just ran (OpenBLAS, OpenMP) spin for a while: wait until the
+            # CPUs are quiet, so that each side is timed alone
+            others.append(common.wait_quiet())
             times[s] += workers[s].time(args.steps)
+    print(f"CPU load seen before each timed block (should be ~0%): {', '.join(f'{x:.0%}' for x in others)}")
     rows = {}
     for s in sides:
         st = workers[s].stats()
@@ -72,7 +78,8 @@ def main():
         print(f"{s:<12} {r['s_per_step']:>8.3f} {r['spread']:>6.0%} {r['tokens_per_s']:>9.0f} {r['gflops']:>8.1f} "
               f"{r['peak_frac']:>6.1%} {ratio:>6} {r['peak_rss_mib']:>7.0f}Mi {r['minflt_per_step']:>11.0f}")
     if args.json:
-        common.write_json(args.json, {"machine": info, "peak_gflops": peak, "args": vars(args), "rows": rows})
+        common.write_json(args.json, {"machine": info, "peak_gflops": peak, "args": vars(args), "rows": rows,
+                                      "others_load": others})
 
 
 if __name__ == "__main__":

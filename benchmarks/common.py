@@ -90,6 +90,36 @@ def useful_flops(setup, B, T, M):
     return 3 * fwd
 
 
+def _cpu_times():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def busy_fraction(interval=0.5):
+    """Share of all CPUs busy over `interval` s (call it while this benchmark's own processes are idle:
+    then it is other programs' load). 0 where /proc/stat is absent."""
+    try:
+        b0, t0 = _cpu_times()
+        time.sleep(interval)
+        b1, t1 = _cpu_times()
+    except OSError:
+        return 0.0
+    return (b1 - b0) / max(t1 - t0, 1)
+
+
+def wait_quiet(threshold=0.10, max_wait=600.0):
+    """Wait (up to max_wait s) until other programs keep the CPUs less than `threshold` busy: another
+    process on a 2-core machine halves what any benchmark measures. Returns the last busy fraction."""
+    deadline = time.time() + max_wait
+    busy = busy_fraction()
+    while busy > threshold and time.time() < deadline:
+        time.sleep(2.0)
+        busy = busy_fraction()
+    return busy
+
+
 def timed(fn, n):
     out = []
     for _ in range(n):

@@ -4,8 +4,10 @@ np.matmul on stacked (B, NH, T, hs) arrays calls one small gemm per (batch, head
 thread, with OpenBLAS's per-call threading on top: about 35 GFLOP/s here. OpenBLAS (0.3.30+) also exports
 `cblas_?gemm_batch_strided`, which runs a whole batch of equal-shape products and spreads it over its
 threads: one call per head, batched over B, reads the head views of the model's (B, T, 3H) buffers in
-place (about 160 GFLOP/s here). `bmm` uses it when NumPy's own OpenBLAS has it, else falls back to
-np.matmul: the numbers are the same products either way.
+place (about 160 GFLOP/s here, alone). But inside the training step it slows every later BLAS call
+(measured: the step's 2-D matmuls took 2.5 s instead of 1.1 s, the batched calls themselves 15x their
+stand-alone time), so it is OFF by default: set ELECTRA_NP_BATCHED_BLAS=1 to try it. By default `bmm` is
+np.matmul (about 70-90 GFLOP/s on these shapes here, with 2 threads): the same products either way.
 
 Only for float32 and only above SMALL_MATRIX_LIMIT = m n k: OpenBLAS 0.3.31's batched call crashes
 (segmentation fault) when each product is small enough for its "small matrix" kernels (m n k <= 100^3,
@@ -23,7 +25,7 @@ SMALL_MATRIX_LIMIT = 100 ** 3
 
 
 def _load():
-    if os.environ.get("ELECTRA_NP_NO_BATCHED_BLAS"):
+    if os.environ.get("ELECTRA_NP_BATCHED_BLAS") != "1":
         return {}
     libdir = os.path.join(os.path.dirname(np.__file__) + ".libs")
     funcs = {}
