@@ -24,7 +24,8 @@ from .config import ACTIVATIONS, PRESETS, ElectraConfig, PretrainingConfig
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARIABLES = ("ELECTRA_NP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
 GRADCHECK_TOLERANCE = 1e-5
 
 
@@ -489,10 +490,12 @@ def _set_threads(argv):
         raise CliError(f"--threads must be >= 1, got {known.threads}")
     for name in THREAD_VARIABLES:
         os.environ[name] = str(known.threads)
-    if "numba" in sys.modules:
-        import numba
-
-        numba.set_num_threads(min(known.threads, numba.config.NUMBA_NUM_THREADS))
+    if "numpy" in sys.modules or "numba" in sys.modules:  # already loaded (e.g. called from Python): set live
+        try:
+            from .threads import set_num_threads
+        except ImportError:
+            return
+        set_num_threads(known.threads)
 
 
 def main(argv=None):

@@ -307,5 +307,5 @@ def test_threads_reach_blas_and_numba_before_numpy_loads(capsys, monkeypatch):
     code = ("import os, sys; from electra_np import cli; cli._set_threads(['pretrain', '--threads', '1']); "
             "print('numpy' in sys.modules, [os.environ[v] for v in cli.THREAD_VARIABLES])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "False ['1', '1', '1', '1']", out.stderr
+    assert out.stdout.strip() == "False ['1', '1', '1', '1', '1']", out.stderr
     fails(capsys, ["pretrain", "--threads", "0"], "--threads must be >= 1")
