@@ -22,6 +22,7 @@ from .config import ElectraConfig
 from .finetune import FinetuneConfig, evaluate, finetune, predict_logits
 from .finetune_data import encode_examples, label_map, read_tsv
 from .tokenizer import Tokenizer
+from .train import replace_dir
 
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
@@ -117,13 +118,7 @@ def save_classifier(out_dir, config, params, tokenizer, labels, fc, history, col
                 shutil.rmtree(tmp / "hf")
             except ImportError:
                 pass
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

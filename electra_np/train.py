@@ -340,7 +340,7 @@ def save_for_finetuning(out_dir, setup, params, tokenizer):
             os.chmod(tmp, 0o755)
             for f in tmp.iterdir():
                 os.chmod(f, 0o644)
-            _replace_dir(tmp, final)
+            replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -359,7 +359,7 @@ def _save_hf(folder, config, weights, kind):
         hf.save_pretrained(folder, config, weights, kind)
 
 
-def _replace_dir(tmp, final):
+def replace_dir(tmp, final):
     """Move a finished folder into place; an old folder of the same name is moved away first."""
     if final.exists():
         old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".old-{final.name}-"))
