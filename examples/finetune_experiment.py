@@ -99,7 +99,7 @@ def pretrain(out, corpus, vocab, objective, steps, args, extra=()):
     cmd = [sys.executable, "-m", "electra_np.cli", "pretrain", "--out_dir", out, "--corpus", *corpus, "--vocab", vocab,
            "--objective", objective, "--steps", steps, "--batch_size", args.batch_size, "--seq_len", 128,
            "--lr", args.lr, "--log_every", 50, "--eval_every", max(100, steps // 10), "--save_every", max(200, steps // 5),
-           "--seed", args.seed, "--overwrite", *extra]
+           "--seed", args.seed, "--mask_prob", args.mask_prob, "--temperature", args.temperature, "--overwrite", *extra]
     for k, v in MODEL.items():
         cmd += [f"--{k}", v]
     t = time.time()
@@ -119,6 +119,8 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sst2_train", type=int, default=0, help="use only this many SST-2 training examples (0: all)")
     ap.add_argument("--vocab_size", type=int, default=8192)
+    ap.add_argument("--mask_prob", type=float, default=0.15, help="the paper's 0.15 (the tiny preset's demo uses 0.25)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="the paper's 1.0 (the tiny preset's demo uses 3)")
     ap.add_argument("--backend", default="fast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip_pretraining", action="store_true", help="reuse the runs already in --out")
