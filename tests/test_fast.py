@@ -141,3 +141,33 @@ def test_fast_discriminator_inference_equals_reference():
     ref, _ = discriminator_forward(w, setup.disc, b["input_ids"], b["token_type_ids"], b["attention_mask"])
     got = make_fast_discriminator(setup.disc)(w, b)
     assert np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()
+
+
+def test_thread_setting_governs_numba_and_blas_and_runs_are_repeatable(monkeypatch):
+    import numba
+
+    from electra_np import threads
+    setup = make_setup()
+    params = perturbed(setup, np.float32)
+    b = batch()
+    before = numba.get_num_threads()
+    try:
+        assert threads.set_num_threads(1) == 1 and numba.get_num_threads() == 1
+        info = threads.thread_info()
+        assert info["numba_threads"] == 1
+        assert all(d["num_threads"] == 1 for d in info.get("blas", []))
+        step = make_step(setup, "fast")
+        runs = []
+        for _ in range(2):  # grads are views of reused buffers: copy before the next step
+            loss, _, grads = step(params, b, np.random.default_rng(0))
+            runs.append((float(loss), {k: v.copy() for k, v in grads.items()}))
+        assert runs[0][0] == runs[1][0]
+        for k in runs[0][1]:  # same thread count, same seed: the same bits
+            assert np.array_equal(runs[0][1][k], runs[1][1][k]), k
+    finally:
+        threads.set_num_threads(before)
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads.default_threads() == 3
+    monkeypatch.setenv(threads.ENV, "0")
+    with pytest.raises(ValueError, match="ELECTRA_NP_THREADS"):
+        threads.default_threads()
