@@ -6,7 +6,7 @@ activation and gradient buffer allocated once per (B, T, dtype) and reused by ev
     loss, metrics, grads = step(params, batch, rng, corruption=None, train=True)
 
 Semantics are model.electra_forward + model.electra_backward's, to float tolerance: the same validation
-(validate.check_batch, params.check_params, masking.check_corruption), the same draws from `rng` in the
+(model.prepare_step: the same checks and masking draws), the same draws from `rng` in the
 same order (masking.corrupt; each dropout's float32 uniforms, generator first, in forward order;
 masking.gumbel_sample's noise, drawn per block of rows: the same stream), the same metrics.
 
@@ -27,7 +27,8 @@ from .kernels.embeddings import embeddings_backward, embeddings_forward
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import residual_layernorm_backward, residual_layernorm_forward
 from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
-from .masking import Corruption, check_corruption, corrupt, gumbel_sample
+from .masking import gumbel_sample
+from .model import prepare_step
 from .ops.attention import MASKED
 from .params import SHARED_KEYS, check_params, generator_params, sub
 from .validate import check_batch
@@ -274,15 +275,8 @@ def make_fast_step(setup):
 
     def step(params, batch, rng, corruption=None, train=True):
         # ---- validation and corruption: the reference's own functions, in the reference's order
-        check_params(params, shapes)
-        input_ids, attention_mask, token_type_ids = check_batch(setup.disc, batch["input_ids"],
-                                                                batch.get("attention_mask"), batch.get("token_type_ids"))
-        if corruption is None:
-            if rng is None:
-                raise ValueError("electra_forward needs rng (to draw masked positions) or an explicit corruption")
-            corruption = corrupt(input_ids, attention_mask, setup.excluded_ids, obj.mask_prob,
-                                 obj.max_predictions(input_ids.shape[1]), obj.mask_token_prob, rng)
-        check_corruption(corruption, input_ids, attention_mask, setup.disc.vocab_size)
+        input_ids, attention_mask, token_type_ids, corruption = prepare_step(params, setup, batch, rng, corruption,
+                                                                             shapes)
         drop_rng = rng if train else None
         B, T = input_ids.shape
         dt = next(iter(params.values())).dtype

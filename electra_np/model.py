@@ -123,6 +123,23 @@ class Electra:
         return init_params(self.shapes(), self.disc.initializer_range, seed, dtype)
 
 
+def prepare_step(params, setup, batch, rng, corruption, shapes=None):
+    """Validation and masking shared by both paths (engine.make_step): check the parameters and the batch,
+    then draw the corruption from rng unless one is given, and check it.
+    Returns: input_ids, attention_mask, token_type_ids (B, T) int64, corruption."""
+    check_params(params, setup.shapes() if shapes is None else shapes)
+    input_ids, attention_mask, token_type_ids = check_batch(setup.disc, batch["input_ids"],
+                                                            batch.get("attention_mask"), batch.get("token_type_ids"))
+    if corruption is None:
+        if rng is None:
+            raise ValueError("electra_forward needs rng (to draw masked positions) or an explicit corruption")
+        obj = setup.objective
+        corruption = corrupt(input_ids, attention_mask, setup.excluded_ids, obj.mask_prob,
+                             obj.max_predictions(input_ids.shape[1]), obj.mask_token_prob, rng)
+    check_corruption(corruption, input_ids, attention_mask, setup.disc.vocab_size)
+    return input_ids, attention_mask, token_type_ids, corruption
+
+
 def electra_forward(params, setup, batch, rng=None, corruption=None, train=True):
     """One pretraining forward pass.
 
@@ -132,16 +149,8 @@ def electra_forward(params, setup, batch, rng=None, corruption=None, train=True)
              dropout, and for samples if corruption.samples is None); train: dropout on
     Returns: loss (0-d), metrics dict, cache
     """
-    check_params(params, setup.shapes())
-    input_ids, attention_mask, token_type_ids = check_batch(setup.disc, batch["input_ids"],
-                                                            batch.get("attention_mask"), batch.get("token_type_ids"))
+    input_ids, attention_mask, token_type_ids, corruption = prepare_step(params, setup, batch, rng, corruption)
     obj = setup.objective
-    if corruption is None:
-        if rng is None:
-            raise ValueError("electra_forward needs rng (to draw masked positions) or an explicit corruption")
-        corruption = corrupt(input_ids, attention_mask, setup.excluded_ids, obj.mask_prob,
-                             obj.max_predictions(input_ids.shape[1]), obj.mask_token_prob, rng)
-    check_corruption(corruption, input_ids, attention_mask, setup.disc.vocab_size)
     drop_rng = rng if train else None
 
     # generator: a masked language model on the [MASK]ed input, evaluated at the masked positions
