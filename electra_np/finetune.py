@@ -115,7 +115,7 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
             loss, m, cache = classification_forward(params, config, batch, labels, rng, train=True)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
-            grads, _ = clip_by_global_norm(classification_backward(cache), fc.clip_norm)
+            grads, _ = clip_by_global_norm(classification_backward(cache), fc.clip_norm, inplace=True)
             opt.update(params, grads, learning_rate(step, fc.learning_rate, warmup, total), scales)
             losses.append(float(loss))
             step += 1

@@ -26,12 +26,18 @@ def global_norm(grads):
     return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values())))
 
 
-def clip_by_global_norm(grads, max_norm=1.0):
-    """tf.clip_by_global_norm: scale every gradient by max_norm / max(norm, max_norm). Returns (new dict, norm)."""
+def clip_by_global_norm(grads, max_norm=1.0, inplace=False):
+    """tf.clip_by_global_norm: scale every gradient by max_norm / max(norm, max_norm). Returns (dict, norm):
+    a new dict of new arrays, or with inplace=True the given arrays scaled where they are (the training
+    loop owns its gradients, so it skips a full copy of them every clipped step)."""
     norm = global_norm(grads)
     scale = max_norm / max(norm, max_norm)
     if scale == 1.0:
-        return dict(grads), norm
+        return (grads if inplace else dict(grads)), norm
+    if inplace:
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+        return grads, norm
     return {k: g * g.dtype.type(scale) for k, g in grads.items()}, norm
 
 

@@ -560,7 +560,8 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
                 terms = " and ".join(f"the {'MLM (generator)' if b == 'mlm_loss' else 'discriminator'} loss "
                                      f"{b}={metrics[b]}" for b in bad)
                 raise TrainingDiverged(f"step {step + 1}: {terms}; training stopped. " + _last_good(ckpt_path))
-            grads, norm = clip_by_global_norm(grads, tc.clip_norm) if tc.clip_norm > 0 else (grads, global_norm(grads))
+            grads, norm = (clip_by_global_norm(grads, tc.clip_norm, inplace=True) if tc.clip_norm > 0
+                           else (grads, global_norm(grads)))
             if not math.isfinite(norm):
                 raise TrainingDiverged(f"step {step + 1}: the gradient norm is {norm} (losses mlm "
                                        f"{metrics['mlm_loss']:.4f}); training stopped. " + _last_good(ckpt_path))

@@ -50,3 +50,13 @@ def test_learning_rate_is_warmup_times_linear_decay():
     assert learning_rate(10, 1e-3, 10, 100) == pytest.approx(1e-3 * 0.9)
     assert learning_rate(100, 1e-3, 10, 100) == 0.0
     assert learning_rate(7, 1e-3, 0, 100) == pytest.approx(1e-3 * 0.93)
+
+
+def test_clip_in_place_gives_the_same_bits():
+    g = {"a": np.array([3.0, 1.0], np.float32), "b": np.array([4.0], np.float32)}
+    copy, n1 = clip_by_global_norm(g, 1.0)
+    ids = {k: id(v) for k, v in g.items()}
+    same, n2 = clip_by_global_norm(g, 1.0, inplace=True)
+    assert n1 == n2 and same is g and {k: id(v) for k, v in same.items()} == ids
+    for k in g:
+        np.testing.assert_array_equal(same[k], copy[k])
