@@ -21,6 +21,8 @@ from .finetune_data import batches
 from .metrics import METRICS
 from .optim import AdamW, clip_by_global_norm, learning_rate
 
+BACKENDS = ("numpy", "fast")
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -37,6 +39,8 @@ class FinetuneConfig:
     clip_norm: float = 1.0
     seed: int = 0
     metric: str = "accuracy"
+    backend: str = "fast"       # "fast": fast_classify.py (Numba kernels, reused buffers); "numpy": the reference
+    pad_to_multiple: int = 8    # batch length rounded up to this (pad positions are masked: same logits)
 
     def __post_init__(self):
         if not self.learning_rate > 0:
@@ -51,6 +55,38 @@ class FinetuneConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not (isinstance(self.pad_to_multiple, int) and self.pad_to_multiple >= 1):
+            raise ValueError(f"pad_to_multiple must be a positive integer, got {self.pad_to_multiple!r}")
+
+
+class ReferenceClassifier:
+    """The NumPy reference path with fast_classify.FastClassifier's interface."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def step(self, params, batch, labels, rng=None, train=True):
+        loss, metrics, cache = classification_forward(params, self.config, batch, labels, rng, train=train)
+        return loss, metrics, classification_backward(cache)
+
+    def logits(self, params, batch):
+        _, C = head_of(params)
+        zeros = np.zeros(len(batch["input_ids"]), np.float64 if C == 1 else np.int64)
+        return classification_forward(params, self.config, batch, zeros, train=False)[2]["logits"]
+
+
+def make_classifier(config, backend="fast"):
+    """The one switch between the two fine-tuning paths: an object with .step(params, batch, labels, rng,
+    train) -> (loss, metrics, grads) and .logits(params, batch) -> (B, C)."""
+    if backend == "numpy":
+        return ReferenceClassifier(config)
+    if backend == "fast":
+        from .fast_classify import FastClassifier  # Numba kernels; compiled on first use, cached on disk
+
+        return FastClassifier(config)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def layer_depth(name, n_layers):
@@ -71,19 +107,16 @@ def layer_lr_scales(names, n_layers, decay, official_layer_decay=False):
     return {k: 1.0 if d == n_layers + 1 else decay ** (top - d) for k, d in depths.items()}
 
 
-def predict_logits(params, config, encoded, batch_size, pad_id):
-    """Logits (N, C) for encoded examples, dropout off."""
-    _, C = head_of(params)
-    out = []
-    for _, batch, _ in batches(encoded, None, batch_size, pad_id):
-        zeros = np.zeros(len(batch["input_ids"]), np.float64 if C == 1 else np.int64)
-        out.append(classification_forward(params, config, batch, zeros, train=False)[2]["logits"])
-    return np.concatenate(out)
+def predict_logits(params, config, encoded, batch_size, pad_id, backend="fast", classifier=None, pad_to_multiple=8):
+    """Logits (N, C) for encoded examples, dropout off. classifier: a make_classifier object to reuse."""
+    clf = classifier or make_classifier(config, backend)
+    return np.concatenate([clf.logits(params, batch)
+                           for _, batch, _ in batches(encoded, None, batch_size, pad_id, multiple=pad_to_multiple)])
 
 
-def evaluate(params, config, encoded, y, batch_size, pad_id):
+def evaluate(params, config, encoded, y, batch_size, pad_id, backend="fast", classifier=None):
     """Every metric on (encoded, y). Returns (metrics dict, logits)."""
-    logits = predict_logits(params, config, encoded, batch_size, pad_id)
+    logits = predict_logits(params, config, encoded, batch_size, pad_id, backend, classifier)
     if logits.shape[1] == 1:
         pred = logits[:, 0]
         return {"pearson": METRICS["pearson"](y, pred), "spearman": METRICS["spearman"](y, pred),
@@ -103,6 +136,8 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
     params = init_classifier(encoder_params, config, num_labels, fc.head, fc.seed)
     scales = layer_lr_scales(params, config.num_hidden_layers, fc.layerwise_lr_decay, fc.official_layer_decay)
     opt = AdamW(params, weight_decay=fc.weight_decay)
+    clf = make_classifier(config, fc.backend)
+    update = _fast_update(opt, scales) if fc.backend == "fast" else (lambda p, g, lr: opt.update(p, g, lr, scales))
     rng = np.random.default_rng(fc.seed)
     steps_per_epoch = -(-len(train[0]) // fc.batch_size)
     total = steps_per_epoch * fc.epochs
@@ -111,15 +146,16 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
     best, best_score, history, step = None, -np.inf, [], 0
     for epoch in range(fc.epochs):
         t0, losses = time.time(), []
-        for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng):
-            loss, m, cache = classification_forward(params, config, batch, labels, rng, train=True)
+        for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng, fc.pad_to_multiple):
+            loss, m, grads = clf.step(params, batch, labels, rng, train=True)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
-            grads, _ = clip_by_global_norm(classification_backward(cache), fc.clip_norm, inplace=True)
-            opt.update(params, grads, learning_rate(step, fc.learning_rate, warmup, total), scales)
+            if fc.clip_norm:
+                clip_by_global_norm(grads, fc.clip_norm, inplace=True)
+            update(params, grads, learning_rate(step, fc.learning_rate, warmup, total))
             losses.append(float(loss))
             step += 1
-        scores, _ = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id)
+        scores, _ = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id, classifier=clf)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **scores,
                         "seconds": time.time() - t0})
         log(f"epoch {epoch + 1}/{fc.epochs} | train loss {np.mean(losses):.4f} | dev "
@@ -127,3 +163,15 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
         if scores[metric] > best_score:
             best_score, best = scores[metric], copy.deepcopy(params)
     return best, history
+
+
+def _fast_update(optimizer, scales):
+    """optim.AdamW.update with layer-wise factors, through the fused Numba kernel (kernels/adamw.py)."""
+    from .kernels.adamw import adamw_update
+
+    def update(params, grads, lr):
+        optimizer.t += 1
+        adamw_update(params, grads, optimizer.m, optimizer.v, lr, optimizer.t, optimizer.weight_decay,
+                     optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.bias_correction, scales)
+
+    return update

@@ -144,7 +144,7 @@ def cmd_finetune(args, echo=print):
     fc = FinetuneConfig(learning_rate=args.lr, layerwise_lr_decay=args.layer_decay,
                         official_layer_decay=args.official_layer_decay, epochs=args.epochs,
                         batch_size=args.batch_size, max_seq_length=args.max_seq_length, head=args.head,
-                        seed=args.seed, metric=args.metric, weight_decay=args.weight_decay)
+                        seed=args.seed, metric=args.metric, weight_decay=args.weight_decay, backend=args.backend)
     T = min(fc.max_seq_length, config.max_position_embeddings)
     train = encode_examples(train_ex, tokenizer, T, labels)
     dev = encode_examples(dev_ex, tokenizer, T, labels)
@@ -183,7 +183,7 @@ def cmd_evaluate(args, echo=print):
     config, params, labels, tokenizer, meta = _classifier(args)
     ex = _examples(args, meta["columns"], labelled=True)
     enc, y = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings), labels)
-    scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id)
+    scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id, args.backend)
     echo(" ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(ex)} examples)")
     return scores
 
@@ -192,7 +192,7 @@ def cmd_predict(args, echo=print):
     config, params, labels, tokenizer, meta = _classifier(args)
     ex = _examples(args, meta["columns"], labelled=False)
     enc, _ = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings))
-    logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id)
+    logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id, args.backend)
     names = sorted(labels, key=labels.get)
     z = logits - logits.max(1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -228,6 +228,8 @@ def add_parsers(sub):
                            help="header name (or index) of the label" + same)
         p.add_argument("--no_header", action="store_true", help="the TSV has no header row; columns are indices")
         p.add_argument("--batch_size", type=int, default=32, help="examples per batch")
+        p.add_argument("--backend", choices=["fast", "numpy"], default="fast",
+                       help="fast: Numba kernels and reused buffers; numpy: the readable reference (same numbers)")
 
     p = sub.add_parser("finetune", help="fine-tune a discriminator for text classification")
     p.add_argument("--model", required=True, help="an electra_np run folder or a discriminator folder (electra_np or Hugging Face)")

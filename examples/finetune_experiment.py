@@ -81,13 +81,12 @@ def finetune_seeds(name, config, encoder, tokenizer, train_ex, dev_ex, test_ex, 
     for seed in seeds:
         t = time.time()
         fc = FinetuneConfig(seed=seed, metric=metric, **fc_kw)
-        best, history = finetune(encoder, config, len(labels), train, dev, fc, tokenizer.pad_id,
+        best, history = finetune(encoder(seed) if callable(encoder) else encoder, config, len(labels), train, dev, fc, tokenizer.pad_id,
                                  log=lambda s: print(f"  [{name} seed {seed}] {s}", flush=True))
         scores = max(history, key=lambda h: h[metric])
         r = {"dev_" + k: scores[k] for k in ("accuracy", "mcc", "f1")}
         if test is not None:
-            test_scores, _ = evaluate(best, config.replace(hidden_dropout_prob=0.1), test[0], test[1], 64,
-                                      tokenizer.pad_id)
+            test_scores, _ = evaluate(best, config, test[0], test[1], 64, tokenizer.pad_id, fc.backend)
             r.update({"test_" + k: v for k, v in test_scores.items()})
         r["minutes"] = (time.time() - t) / 60
         print(f"  [{name} seed {seed}] {r}", flush=True)
@@ -95,14 +94,23 @@ def finetune_seeds(name, config, encoder, tokenizer, train_ex, dev_ex, test_ex, 
     return {"median": median_over_seeds(results), "runs": results}
 
 
-def pretrain(out, corpus, vocab, objective, steps, args, extra=()):
-    cmd = [sys.executable, "-m", "electra_np.cli", "pretrain", "--out_dir", out, "--corpus", *corpus, "--vocab", vocab,
+def pretrain(out, corpus, vocab, objective, steps, args, extra=(), core=None):
+    """One pretraining run (electra-np pretrain); with `core`, started in the background pinned to that CPU.
+    Returns its wall-clock minutes, or with `core` the Popen and its start time."""
+    cmd = [sys.executable, "-m", "electra_np.cli", "pretrain", "--preset", "small", "--out_dir", out, "--corpus", *corpus,
+           "--vocab", vocab,
            "--objective", objective, "--steps", steps, "--batch_size", args.batch_size, "--seq_len", 128,
            "--lr", args.lr, "--log_every", 50, "--eval_every", max(100, steps // 10), "--save_every", max(200, steps // 5),
-           "--seed", args.seed, "--mask_prob", args.mask_prob, "--temperature", args.temperature, "--overwrite", *extra]
+           "--seed", args.seed, "--mask_prob", args.mask_prob, "--temperature", args.temperature, "--threads", args.threads,
+           "--backend", args.backend, "--overwrite", *extra]
     for k, v in MODEL.items():
         cmd += [f"--{k}", v]
     t = time.time()
+    if core is not None:
+        cmd = ["taskset", "-c", core, *cmd]
+        print("$ " + " ".join(map(str, cmd)), flush=True)
+        log = open(Path(out).parent / f"{Path(out).name}.stdout", "w")
+        return subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT), t
     run(cmd)
     return (time.time() - t) / 60
 
@@ -123,8 +131,18 @@ def main():
     ap.add_argument("--temperature", type=float, default=1.0, help="the paper's 1.0 (the tiny preset's demo uses 3)")
     ap.add_argument("--backend", default="fast")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip_pretraining", action="store_true", help="reuse the runs already in --out")
+    ap.add_argument("--stage", choices=["all", "pretrain", "finetune", "table"], default="all",
+                    help="pretrain only, fine-tune only (reusing the runs in --out), both, or print the results table")
+    ap.add_argument("--tasks", nargs="+", help="fine-tune on these tasks only (en: sst2 cola; zh: waimai)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for Numba and BLAS (both sides)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the objectives' pretrainings at once, one pinned to each CPU, 1 thread each")
     args = ap.parse_args()
+    if args.parallel:
+        args.threads = 1
+    from electra_np.threads import set_num_threads
+
+    set_num_threads(args.threads)  # the step-time measurement runs as the pretrainings will
     if not DATA.is_dir():
         sys.exit(f"{DATA} is absent: this experiment needs the shared corpora")
     out = Path(args.out)
@@ -144,27 +162,55 @@ def main():
     tokenizer = Tokenizer.from_file(vocab, do_lower_case=True)
     config = preset("small", vocab_size=len(tokenizer), **MODEL)
 
-    report = {"lang": args.lang, "budget_minutes": args.budget_minutes, "model": MODEL, "pretraining": {}}
-    for objective in objectives:
-        folder = out / f"{args.lang}_{objective}"
-        if not args.skip_pretraining:
-            sps = seconds_per_step(config, objective, args.batch_size, 128, args.backend)
+    report_path = out / f"results_{args.lang}.json"
+    pretraining = args.stage in ("all", "pretrain")
+    report = json.loads(report_path.read_text()) if report_path.is_file() and not pretraining else {}
+    if pretraining:
+        report.update({"lang": args.lang, "budget_minutes": args.budget_minutes, "threads": args.threads,
+                       "lr": args.lr, "mask_prob": args.mask_prob, "temperature": args.temperature, "model": MODEL})
+    report.setdefault("pretraining", {})
+    if pretraining:
+        # equal compute = equal wall-clock: time every objective's step up front, alternating, on a quiet machine
+        times = {o: [] for o in objectives}
+        for _ in range(2):
+            for objective in objectives:
+                times[objective].append(seconds_per_step(config, objective, args.batch_size, 128, args.backend))
+        running = {}
+        for i, objective in enumerate(objectives):
+            sps = min(times[objective])
             steps = max(100, int(args.budget_minutes * 60 / sps))
             print(f"{objective}: {sps:.3f} s/step -> {steps} steps in {args.budget_minutes} min", flush=True)
-            minutes = pretrain(folder, corpus, vocab, objective, steps, args,
-                               ["--split_sentences"] if args.lang == "en" else [])
-            report["pretraining"][objective] = {"steps": steps, "seconds_per_step": sps, "wall_minutes": minutes}
+            report["pretraining"][objective] = {"steps": steps, "seconds_per_step": sps, "threads": args.threads}
+            result = pretrain(out / f"{args.lang}_{objective}", corpus, vocab, objective, steps, args,
+                              ["--split_sentences"] if args.lang == "en" else [], i if args.parallel else None)
+            if args.parallel:
+                running[objective] = result
+            else:
+                report["pretraining"][objective]["wall_minutes"] = result
+        for objective, (proc, t) in running.items():
+            if proc.wait() != 0:
+                sys.exit(f"{objective} pretraining failed (exit {proc.returncode}); see its .stdout in {out}")
+            report["pretraining"][objective]["wall_minutes"] = (time.time() - t) / 60
+        report_path.write_text(json.dumps(report, indent=2))
+        if args.stage == "pretrain":
+            return
+    for objective in objectives:
+        folder = out / f"{args.lang}_{objective}"
         metrics = folder / "metrics.jsonl"
         if metrics.is_file():  # the last training and evaluation records of the run
             records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             report["pretraining"].setdefault(objective, {})["last_records"] = records[-3:]
 
-    fc_kw = dict(learning_rate=args.ft_lr, epochs=args.ft_epochs, batch_size=32, head="official")
+    if args.stage == "table":
+        return print_table(out, args.lang)
+    report_path.write_text(json.dumps(report, indent=2))  # with the runs' last records
+    fc_kw = dict(learning_rate=args.ft_lr, epochs=args.ft_epochs, batch_size=32, head="official", backend=args.backend)
     inits = {"electra": load_encoder(out / f"{args.lang}_electra" / "discriminator")}
     if args.lang == "en":
         inits["mlm"] = load_encoder(out / "en_mlm" / "generator")
     cfg0 = inits["electra"][0]
-    inits["random"] = (cfg0, init_params(encoder_shapes(cfg0), cfg0.initializer_range, 1234))
+    # a fresh random encoder of the same shape for every fine-tuning seed
+    inits["random"] = (cfg0, lambda seed: init_params(encoder_shapes(cfg0), cfg0.initializer_range, 1000 + seed))
 
     tasks = {}
     if args.lang == "en":
@@ -181,20 +227,29 @@ def main():
         split = lambda ii: [ex[i] for i in sorted(ii)]
         tasks["waimai"] = (split(idx[n_dev + n_test:]), split(idx[:n_dev]), split(idx[n_dev:n_dev + n_test]), "accuracy")
 
-    report["finetuning"] = {}
-    for task, (train_ex, dev_ex, test_ex, metric) in tasks.items():
+    for task in args.tasks or list(tasks):
+        if task not in tasks:
+            sys.exit(f"--tasks: {task!r} is not a {args.lang} task; choose from {sorted(tasks)}")
+        train_ex, dev_ex, test_ex, metric = tasks[task]
+        results = {"train_examples": len(train_ex), "dev_examples": len(dev_ex), "recipe": fc_kw, "inits": {}}
         for name, (cfg, enc) in inits.items():
             print(f"== {task} from {name} ({len(train_ex)} train / {len(dev_ex)} dev)", flush=True)
-            report["finetuning"][f"{task}/{name}"] = finetune_seeds(
-                name, cfg, enc, tokenizer, train_ex, dev_ex, test_ex, args.seeds, fc_kw, metric)
-            (out / f"results_{args.lang}.json").write_text(json.dumps(report, indent=2))
+            results["inits"][name] = finetune_seeds(name, cfg, enc, tokenizer, train_ex, dev_ex, test_ex, args.seeds,
+                                                    fc_kw, metric)
+            (out / f"results_{args.lang}_{task}.json").write_text(json.dumps(results, indent=2))
+    print_table(out, args.lang)
 
-    print(f"\n| task | init | metric | median | runs |\n|---|---|---|---|---|")
-    for key, r in report["finetuning"].items():
-        task, name = key.split("/")
+
+def print_table(out, lang):
+    """The Markdown table of every results_<lang>_<task>.json in `out`."""
+    print("\n| task | init | metric | median | runs | minutes per run |\n|---|---|---|---|---|---|")
+    for path in sorted(Path(out).glob(f"results_{lang}_*.json")):
+        task = path.stem.split("_", 2)[2]
         metric = {"sst2": "dev_accuracy", "cola": "dev_mcc", "waimai": "test_accuracy"}[task]
-        print(f"| {task} | {name} | {metric} | {r['median'][metric]:.4f} | "
-              + ", ".join(f"{x[metric]:.4f}" for x in r["runs"]) + " |")
+        for name, r in json.loads(path.read_text())["inits"].items():
+            print(f"| {task} | {name} | {metric} | {r['median'][metric]:.4f} | "
+                  + ", ".join(f"{x[metric]:.4f}" for x in r["runs"])
+                  + f" | {np.median([x['minutes'] for x in r['runs']]):.1f} |")
 
 
 if __name__ == "__main__":

@@ -216,7 +216,8 @@ def test_embeddings_match_reference(dtype, T, p):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias_correction", [False, True])
-def test_adamw_matches_optim(dtype, bias_correction):
+@pytest.mark.parametrize("layer_scales", [False, True])
+def test_adamw_matches_optim(dtype, bias_correction, layer_scales):
     rng = np.random.default_rng(0)
     params = {"a.weight": rand(rng, (5, 3), dtype), "a.bias": rand(rng, (5,), dtype),
               "LayerNorm.weight": rand(rng, (7,), dtype)}
@@ -224,10 +225,11 @@ def test_adamw_matches_optim(dtype, bias_correction):
     opt = optim.AdamW(ref_params, bias_correction=bias_correction)
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(x) for k, x in params.items()}
+    scales = {"a.weight": 0.64, "a.bias": 0.8, "LayerNorm.weight": 1.0} if layer_scales else None  # fine-tuning's
     for t in (1, 2, 3):
         grads = {k: rand(rng, x.shape, dtype) for k, x in params.items()}
-        opt.update(ref_params, grads, 1e-2)
-        adamw.adamw_update(params, grads, m, v, 1e-2, t, bias_correction=bias_correction)
+        opt.update(ref_params, grads, 1e-2, scales)
+        adamw.adamw_update(params, grads, m, v, 1e-2, t, bias_correction=bias_correction, lr_scales=scales)
     for k in params:
         close(params[k], ref_params[k], dtype)
         close(m[k], opt.m[k], dtype)

@@ -27,9 +27,10 @@ def _adamw(p, g, m, v, lr, b1, a1, b2, a2, c1, c2, eps, wd):
 
 
 def adamw_update(params, grads, m, v, lr, t, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-6,
-                 bias_correction=False):
+                 bias_correction=False, lr_scales=None):
     """Update params, m, v (dicts of C-contiguous arrays, same keys) in place for step number t (1-based,
-    already incremented, as optim.AdamW.update does before updating). grads may be views of reused buffers."""
+    already incremented, as optim.AdamW.update does before updating). grads may be views of reused buffers.
+    lr_scales: optional {name: factor} (layer-wise learning-rate decay), as in optim.AdamW.update."""
     c1 = 1.0 - beta1 ** t if bias_correction else 1.0
     c2 = 1.0 - beta2 ** t if bias_correction else 1.0
     for k, p in params.items():
@@ -40,5 +41,6 @@ def adamw_update(params, grads, m, v, lr, t, weight_decay=0.01, beta1=0.9, beta2
         g = as_input(f"grad {k}", grads[k], dt, shape)
         wd = weight_decay if (weight_decay and decays(k)) else 0.0
         T = dt.type
-        _adamw(p.reshape(-1), g.reshape(-1), m[k].reshape(-1), v[k].reshape(-1), T(lr), T(beta1), T(1 - beta1), T(beta2),
+        lr_k = lr * (1.0 if lr_scales is None else lr_scales[k])
+        _adamw(p.reshape(-1), g.reshape(-1), m[k].reshape(-1), v[k].reshape(-1), T(lr_k), T(beta1), T(1 - beta1), T(beta2),
                T(1 - beta2), T(c1), T(c2), T(eps), T(wd))

@@ -1,0 +1,161 @@
+"""The fast fine-tuning path (fast_classify.py) against the NumPy reference (classification.py): the same loss,
+metrics, logits and every gradient, with dropout on and the same seed, both heads, classification and
+regression, padding and sentence pairs, float64 (1e-10) and float32; the same refusals; workspaces reused and
+evicted; the whole fine-tuning loop equal on both backends; padding to a multiple of 8 changes no logit."""
+
+import numpy as np
+import pytest
+
+from electra_np.classification import init_classifier
+from electra_np.config import ElectraConfig
+from electra_np.finetune import FinetuneConfig, finetune, make_classifier
+from electra_np.finetune_data import pad_batch
+from electra_np.params import encoder_shapes, init_params
+
+CLS, SEP, PAD = 2, 3, 0
+
+
+def make_config(dropout=0.1, E=8, H=12, heads=3, layers=2, act="gelu"):
+    return ElectraConfig(vocab_size=31, embedding_size=E, hidden_size=H, num_hidden_layers=layers,
+                         num_attention_heads=heads, intermediate_size=20, max_position_embeddings=16,
+                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, hidden_act=act)
+
+
+def make_params(cfg, C, head, dtype, seed=0):
+    enc = init_params(encoder_shapes(cfg), 0.02, seed, dtype)
+    rng = np.random.default_rng(seed + 1)
+    for k, p in enc.items():  # away from the near-linear regime of a fresh init
+        p += rng.normal(0, 0.3, p.shape).astype(dtype)
+    params = init_classifier(enc, cfg, C, head, seed)
+    for k in params:
+        if k.startswith("classifier"):
+            params[k] += rng.normal(0, 0.3, params[k].shape).astype(dtype)
+    return params
+
+
+def make_batch(B=3, T=7, seed=0, pairs=True):
+    rng = np.random.default_rng(seed)
+    encoded = []
+    for b in range(B):
+        n = T if b == 0 else int(rng.integers(2, T + 1))
+        ids = [CLS] + rng.integers(5, 31, n - 2).tolist() + [SEP]
+        types = [0] * n
+        if pairs and n >= 4:
+            types[n // 2:] = [1] * (n - n // 2)
+        encoded.append((ids, types))
+    encoded[1] = (encoded[1][0][:1] + [encoded[1][0][1]] * 2 + encoded[1][0][3:], encoded[1][1])  # a repeated id
+    return pad_batch(encoded, PAD)
+
+
+def labels_for(C, B, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=B) if C == 1 else rng.integers(0, C, B)
+
+
+def compare(cfg, params, batch, labels, tol, train=True, steps=1, seed=5):
+    ref, fast = make_classifier(cfg, "numpy"), make_classifier(cfg, "fast")
+    r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+    for _ in range(steps):
+        lr, mr, gr = ref.step(params, batch, labels, r1, train=train)
+        lf, mf, gf = fast.step(params, batch, labels, r2, train=train)
+        assert lf.dtype == lr.dtype and abs(float(lf) - float(lr)) <= tol * max(1.0, abs(float(lr)))
+        assert mf.keys() == mr.keys()
+        for k in mr:
+            assert mf[k] == pytest.approx(mr[k], rel=tol, abs=tol), k
+        assert gf.keys() == gr.keys()
+        for k in gr:
+            assert gf[k].shape == gr[k].shape and gf[k].dtype == gr[k].dtype, k
+            scale = max(1.0, float(np.abs(gr[k]).max()))
+            assert np.abs(gf[k] - gr[k]).max() <= tol * scale, (k, np.abs(gf[k] - gr[k]).max())
+    assert r1.random() == r2.random()  # the same number of draws from rng
+    np.testing.assert_allclose(fast.logits(params, batch), ref.logits(params, batch), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("head", ["official", "hf"])
+@pytest.mark.parametrize("C", [1, 2, 3])
+def test_fast_step_equals_reference_float64_with_dropout(head, C):
+    cfg = make_config()
+    params, batch = make_params(cfg, C, head, np.float64), make_batch()
+    compare(cfg, params, batch, labels_for(C, 3), 1e-10, steps=2)
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_new"])
+def test_fast_step_equals_reference_without_projection_and_dropout_off(act):
+    cfg = make_config(dropout=0.0, E=12, act=act)  # E == H: no embeddings_project
+    params, batch = make_params(cfg, 2, "hf", np.float64), make_batch(B=2, T=1 + 4, pairs=False)
+    compare(cfg, params, batch, labels_for(2, 2), 1e-10)
+    compare(cfg, params, batch, labels_for(2, 2), 1e-10, train=False)
+
+
+def test_fast_step_equals_reference_float32():
+    cfg = make_config()
+    params, batch = make_params(cfg, 3, "official", np.float32), make_batch(B=4, T=9)
+    compare(cfg, params, batch, labels_for(3, 4), 2e-4, steps=2)
+
+
+def test_workspaces_are_reused_and_evicted():
+    cfg = make_config()
+    params = make_params(cfg, 2, "official", np.float64)
+    fast, ref = make_classifier(cfg, "fast"), make_classifier(cfg, "numpy")
+    fast.max_workspaces = 2
+    for T in (5, 7, 5, 9, 7, 5):  # shapes come and go; every result still equals the reference
+        batch = make_batch(B=3, T=T, seed=T)
+        y = labels_for(2, 3, seed=T)
+        _, _, gf = fast.step(params, batch, y, np.random.default_rng(0))
+        _, _, gr = ref.step(params, batch, y, np.random.default_rng(0))
+        for k in gr:
+            np.testing.assert_allclose(gf[k], gr[k], rtol=1e-10, atol=1e-12, err_msg=k)
+        assert len(fast.workspaces) <= 2
+    assert [k[1] for k in fast.workspaces] == [7, 5]  # the two most recent shapes, oldest first
+
+
+def test_padding_to_a_multiple_of_8_changes_no_logit():
+    cfg = make_config()
+    params = make_params(cfg, 3, "hf", np.float64)
+    encoded = [([CLS, 7, 8, 9, SEP], [0] * 5), ([CLS, 11, SEP], [0] * 3)]
+    tight, padded = pad_batch(encoded, PAD), pad_batch(encoded, PAD, multiple=8)
+    assert tight["input_ids"].shape == (2, 5) and padded["input_ids"].shape == (2, 8)
+    for backend in ("numpy", "fast"):
+        clf = make_classifier(cfg, backend)
+        np.testing.assert_allclose(clf.logits(params, padded), clf.logits(params, tight), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda b, y, p: ({**b, "input_ids": b["input_ids"] + 100}, y, p), "outside [0, vocab_size=31)"),
+    (lambda b, y, p: (b, y + 5, p), "class labels must be in [0, num_labels=3)"),
+    (lambda b, y, p: (b, y[:2], p), "labels must have shape (B,)"),
+    (lambda b, y, p: ({**b, "attention_mask": b["attention_mask"] * 2}, y, p), "attention_mask must hold only 0"),
+    (lambda b, y, p: (b, y, {k: v for k, v in p.items() if k != "classifier.bias"}), "classifier.bias"),
+])
+def test_fast_refuses_what_the_reference_refuses_with_the_same_message(bad, message):
+    cfg = make_config()
+    b, y, p = bad(make_batch(), labels_for(3, 3), make_params(cfg, 3, "official", np.float64))
+    errors = []
+    for backend in ("numpy", "fast"):
+        with pytest.raises((ValueError, KeyError)) as e:
+            make_classifier(cfg, backend).step(p, b, y, np.random.default_rng(0))
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and message in errors[0]
+
+
+def test_finetune_loop_is_the_same_on_both_backends():
+    """Three epochs of the official recipe (layer-wise decay, warmup, clipping, dropout): the same history."""
+    cfg = make_config()
+    enc = {k: v for k, v in make_params(cfg, 2, "official", np.float64).items() if k.startswith("electra.")}
+    rng = np.random.default_rng(0)
+    data = []
+    for n in (48, 16):
+        ex = [([CLS] + rng.integers(5, 31, rng.integers(2, 12)).tolist() + [SEP],) for _ in range(n)]
+        ex = [(ids, [0] * len(ids)) for (ids,) in ex]
+        data.append((ex, np.array([int(7 in ids) for ids, _ in ex])))
+    out = {}
+    for backend in ("numpy", "fast"):
+        fc = FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=8, seed=3, backend=backend, clip_norm=0.5)
+        best, history = finetune(enc, cfg, 2, data[0], data[1], fc, PAD, log=lambda s: None)
+        out[backend] = best, history
+    (pr, hr), (pf, hf) = out["numpy"], out["fast"]
+    for a, b in zip(hr, hf):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+        assert a["accuracy"] == b["accuracy"]
+    for k in pr:
+        np.testing.assert_allclose(pf[k], pr[k], rtol=1e-7, atol=1e-10, err_msg=k)
