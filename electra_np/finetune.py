@@ -137,7 +137,13 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
     scales = layer_lr_scales(params, config.num_hidden_layers, fc.layerwise_lr_decay, fc.official_layer_decay)
     opt = AdamW(params, weight_decay=fc.weight_decay)
     clf = make_classifier(config, fc.backend)
-    update = _fast_update(opt, scales) if fc.backend == "fast" else (lambda p, g, lr: opt.update(p, g, lr, scales))
+    if fc.backend == "fast":
+        from .kernels.adamw import fused_update
+
+        update = fused_update(opt, scales)
+    else:
+        def update(p, g, lr):
+            opt.update(p, g, lr, scales)
     rng = np.random.default_rng(fc.seed)
     steps_per_epoch = -(-len(train[0]) // fc.batch_size)
     total = steps_per_epoch * fc.epochs
@@ -164,14 +170,3 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
             best_score, best = scores[metric], copy.deepcopy(params)
     return best, history
 
-
-def _fast_update(optimizer, scales):
-    """optim.AdamW.update with layer-wise factors, through the fused Numba kernel (kernels/adamw.py)."""
-    from .kernels.adamw import adamw_update
-
-    def update(params, grads, lr):
-        optimizer.t += 1
-        adamw_update(params, grads, optimizer.m, optimizer.v, lr, optimizer.t, optimizer.weight_decay,
-                     optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.bias_correction, scales)
-
-    return update

@@ -539,7 +539,12 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
              + (f" | from step {step} of {tc.steps}" if resume else ""))
 
     step_fn = make_step(setup, backend)
-    update = _fast_update(optimizer) if backend == "fast" else optimizer.update
+    if backend == "fast":
+        from .kernels.adamw import fused_update  # optim.AdamW.update in one fused pass per tensor
+
+        update = fused_update(optimizer)
+    else:
+        update = optimizer.update
     has_eval = eval_data is not None and len(eval_data) > 0
     stop = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
     window, window_time, window_steps = {}, 0.0, 0
@@ -618,18 +623,6 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
     summary["demo_split"] = "held-out" if has_eval else "training"
     summary["params"] = params
     return summary
-
-
-def _fast_update(optimizer):
-    """optim.AdamW.update through the fused Numba kernel (kernels/adamw.py, its tested twin)."""
-    from .kernels.adamw import adamw_update
-
-    def update(params, grads, lr):
-        optimizer.t += 1
-        adamw_update(params, grads, optimizer.m, optimizer.v, lr, optimizer.t, optimizer.weight_decay,
-                     optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.bias_correction)
-
-    return update
 
 
 def _last_good(ckpt_path):

@@ -44,3 +44,15 @@ def adamw_update(params, grads, m, v, lr, t, weight_decay=0.01, beta1=0.9, beta2
         lr_k = lr * (1.0 if lr_scales is None else lr_scales[k])
         _adamw(p.reshape(-1), g.reshape(-1), m[k].reshape(-1), v[k].reshape(-1), T(lr_k), T(beta1), T(1 - beta1), T(beta2),
                T(1 - beta2), T(c1), T(c2), T(eps), T(wd))
+
+
+def fused_update(optimizer, lr_scales=None):
+    """optim.AdamW's update(params, grads, lr) through this kernel, on the optimizer's own state (m, v, t):
+    the fast paths' optimizer step (pretraining; fine-tuning with layer-wise factors `lr_scales`)."""
+
+    def update(params, grads, lr):
+        optimizer.t += 1
+        adamw_update(params, grads, optimizer.m, optimizer.v, lr, optimizer.t, optimizer.weight_decay,
+                     optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.bias_correction, lr_scales)
+
+    return update
