@@ -9,8 +9,11 @@ the number of CPUs this process may run on. BLAS is set through threadpoolctl wh
 reaches the OpenBLAS inside NumPy's wheel); without it, `configure_env` must run before NumPy is imported
 and sets OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS instead.
 
-Numba's threading layer: any works; with PyTorch in the same process (benchmarks, parity tests) use
-NUMBA_THREADING_LAYER=workqueue, since two OpenMP runtimes in one process can deadlock or oversubscribe.
+Both pools run one after the other only if idle threads of one do not keep a core busy: Numba's default
+OpenMP layer spins between parallel regions, which on 2 cores nearly halved the step's speed, so
+electra_np.kernels selects Numba's workqueue layer unless NUMBA_THREADING_LAYER is set (its docstring
+has the numbers). workqueue also keeps PyTorch's OpenMP and Numba apart in one process (benchmarks,
+parity tests), where two OpenMP runtimes can deadlock or oversubscribe.
 Results depend on the thread count only through the per-thread partial sums of batch reductions
 (kernels/common.py): the same count gives the same bits.
 """
@@ -66,7 +69,7 @@ def thread_info():
     """What is in force: Numba's count and layer, and each BLAS library's count and kernel (threadpoolctl)."""
     import numba
 
-    info = {"numba_threads": numba.get_num_threads(), "numba_layer": os.environ.get("NUMBA_THREADING_LAYER", "default")}
+    info = {"numba_threads": numba.get_num_threads(), "numba_layer": numba.config.THREADING_LAYER}
     try:
         from threadpoolctl import threadpool_info
 

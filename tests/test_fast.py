@@ -171,3 +171,20 @@ def test_thread_setting_governs_numba_and_blas_and_runs_are_repeatable(monkeypat
     monkeypatch.setenv(threads.ENV, "0")
     with pytest.raises(ValueError, match="ELECTRA_NP_THREADS"):
         threads.default_threads()
+
+
+def test_kernels_use_the_workqueue_layer_unless_told_otherwise():
+    """OpenMP's spinning idle threads contend with OpenBLAS's (kernels/__init__.py): workqueue by default,
+    and an explicit NUMBA_THREADING_LAYER wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, numba; from electra_np.kernels.common import sum_rows; "
+            "sum_rows(np.ones((64, 8)), np.empty(8)); print(numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "workqueue"
+    env["NUMBA_THREADING_LAYER"] = "omp"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "omp"
