@@ -16,7 +16,7 @@ sentiment labels of waimai_10k (a held-out split; waimai is not in the pretraini
     # fine-tune every pretrained init found in --out, and a random one (split across processes with --inits)
     python examples/finetune_experiment.py --stage finetune --tasks cola sst2 --sst2_train 10000 --threads 1
     python examples/finetune_experiment.py --lang zh --stage pretrain --threads 1 --budget_minutes 30 --lr 1e-3
-    python examples/finetune_experiment.py --lang zh --stage finetune --threads 1
+    python examples/finetune_experiment.py --lang zh --stage finetune --threads 1 --ft_epochs 2 --max_seq_length 64
     python examples/finetune_experiment.py --stage table     # the Markdown tables of examples/RESULTS.md
 
 Files in --out (default runs/experiment): vocab_<lang>.txt; <lang>_<objective>[_<variant>]/ (the pretraining
@@ -134,7 +134,7 @@ def stage_pretrain(args, out, corpus, vocab, config, objectives):
 
 def finetune_seeds(name, config, encoder, tokenizer, train_ex, dev_ex, test_ex, seeds, fc_kw, metric):
     labels = label_map(train_ex)
-    T = 128
+    T = fc_kw["max_seq_length"]
     train = encode_examples(train_ex, tokenizer, T, labels)
     dev = encode_examples(dev_ex, tokenizer, T, labels)
     test = encode_examples(test_ex, tokenizer, T, labels) if test_ex is not None else None
@@ -187,7 +187,8 @@ def stage_finetune(args, out, tokenizer):
     for name in args.inits or []:
         if name not in inits:
             sys.exit(f"--inits: no init {name!r} in {out}; found {sorted(inits)}")
-    fc_kw = dict(learning_rate=args.ft_lr, epochs=args.ft_epochs, batch_size=32, head="official", backend=args.backend)
+    fc_kw = dict(learning_rate=args.ft_lr, epochs=args.ft_epochs, batch_size=32, head="official", backend=args.backend,
+                 max_seq_length=args.max_seq_length)
     tasks = tasks_for(args)
     for task in args.tasks or list(tasks):
         if task not in tasks:
@@ -242,6 +243,7 @@ def main():
     ap.add_argument("--inits", nargs="+", help="fine-tune from these only (default: every run found, and random)")
     ap.add_argument("--ft_lr", type=float, default=3e-4, help="fine-tuning peak learning rate (official, Small)")
     ap.add_argument("--ft_epochs", type=int, default=3)
+    ap.add_argument("--max_seq_length", type=int, default=128, help="fine-tuning examples are truncated to this")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sst2_train", type=int, default=0, help="use this many SST-2 training examples (0: all)")
     ap.add_argument("--backend", default="fast")
