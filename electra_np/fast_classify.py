@@ -37,7 +37,7 @@ class FastClassifier:
     def __init__(self, config, max_workspaces=8):
         self.config, self.max_workspaces = config, max_workspaces
         self.encoder_keys = tuple(encoder_shapes(config))
-        self.workspaces = OrderedDict()  # (B, T, dtype) -> (_Encoder, dh buffer (B, T, H)), least recent first
+        self.workspaces = OrderedDict()  # (B, T, dtype) -> _Encoder, least recent first
 
     def _workspace(self, B, T, dt):
         key = (B, T, dt)
@@ -46,7 +46,9 @@ class FastClassifier:
         else:
             if len(self.workspaces) >= self.max_workspaces:
                 self.workspaces.popitem(last=False)
-            self.workspaces[key] = (_Encoder(self.config, B, T, dt), np.zeros((B, T, self.config.hidden_size), dt))
+            enc = _Encoder(self.config, B, T, dt)
+            enc.dh = np.zeros((B, T, self.config.hidden_size), dt)  # gradient of h: nonzero on the first tokens only
+            self.workspaces[key] = enc
         return self.workspaces[key]
 
     def _check(self, params, batch):
@@ -61,8 +63,8 @@ class FastClassifier:
         """The encoder. Returns (its workspace, h (B, T, H) a view of its buffer)."""
         B, T = ids.shape
         dt = params[WORD].dtype
-        enc, dh = self._workspace(B, T, dt)
-        enc.ids, enc.types, enc.dh = ids, types, dh
+        enc = self._workspace(B, T, dt)
+        enc.ids, enc.types = ids, types
         bias = np.where(mask != 0, dt.type(0), dt.type(MASKED))  # (B, T) additive key mask
         h = enc.forward(params, ids, types, bias, rng)  # (N, H)
         return enc, h.reshape(B, T, self.config.hidden_size)  # (B, T, H)
