@@ -18,6 +18,7 @@ sentiment labels of waimai_10k (a held-out split; waimai is not in the pretraini
     python examples/finetune_experiment.py --lang zh --stage pretrain --threads 1 --budget_minutes 30 --lr 1e-3
     python examples/finetune_experiment.py --lang zh --stage finetune --threads 1 --ft_epochs 2 --max_seq_length 64
     python examples/finetune_experiment.py --stage table     # the Markdown tables of examples/RESULTS.md
+    python examples/finetune_experiment.py --stage probe     # is an encoder's output input-dependent?
 
 Files in --out (default runs/experiment): vocab_<lang>.txt; <lang>_<objective>[_<variant>]/ (the pretraining
 runs); pretrain_<lang>_<name>.json (steps, step time, settings, wall-clock); finetune_<lang>_<task>_<init>.json
@@ -202,6 +203,31 @@ def stage_finetune(args, out, tokenizer):
             (out / f"finetune_{args.lang}_{task}_{name}.json").write_text(json.dumps(result, indent=2))
 
 
+def stage_probe(args, out, tokenizer):
+    """How input-dependent is each pretrained encoder's output (a collapse check)? On 64 dev sentences:
+    the spread of the token vectors across positions and of the [CLS] vector across sentences (std over the
+    rows, relative to the mean |h|), and the mean cosine between two sentences' [CLS] vectors."""
+    from electra_np.finetune_data import pad_batch
+    from electra_np.model import encoder_forward
+
+    train_ex, dev_ex, _, _ = next(iter(tasks_for(args).values()))
+    encoded, _ = encode_examples(dev_ex[:64], tokenizer, 128)
+    b = pad_batch(encoded, tokenizer.pad_id)
+    inits = {f.parent.name.split("_", 1)[1]: load_encoder(f) for f in
+             sorted(out.glob(f"{args.lang}_electra*/discriminator")) + sorted(out.glob(f"{args.lang}_mlm*/generator"))}
+    cfg = next(iter(inits.values()))[0]
+    inits["random"] = (cfg, init_params(encoder_shapes(cfg), cfg.initializer_range, 1000))
+    print("| init | token spread across positions | [CLS] spread across sentences | mean cos([CLS]_i, [CLS]_j) |\n"
+          "|---|---|---|---|")
+    for name, (c, w) in inits.items():
+        h, _ = encoder_forward(w, c, b["input_ids"], b["token_type_ids"], b["attention_mask"])  # (B, T, H)
+        tokens, cls = h[b["attention_mask"] != 0], h[:, 0]
+        u = cls / np.linalg.norm(cls, axis=1, keepdims=True)
+        cos = (u @ u.T)[~np.eye(len(u), dtype=bool)].mean()
+        print(f"| {name} | {tokens.std(0).mean() / np.abs(tokens).mean():.4f} | "
+              f"{cls.std(0).mean() / np.abs(cls).mean():.4f} | {cos:.4f} |")
+
+
 def print_tables(out, lang):
     """Markdown: the pretraining runs' last held-out numbers, then the fine-tuning medians."""
     print("| pretraining | objective | mask / temp | steps | s/step | wall min | held-out MLM acc | held-out disc acc "
@@ -225,7 +251,7 @@ def print_tables(out, lang):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lang", choices=["en", "zh"], default="en")
-    ap.add_argument("--stage", choices=["all", "pretrain", "finetune", "table"], default="all")
+    ap.add_argument("--stage", choices=["all", "pretrain", "finetune", "table", "probe"], default="all")
     ap.add_argument("--out", default="runs/experiment")
     ap.add_argument("--budget_minutes", type=float, default=40.0, help="pretraining time per objective")
     ap.add_argument("--objectives", nargs="+", choices=["electra", "mlm"], help="default: en electra mlm, zh electra")
@@ -274,6 +300,8 @@ def main():
     config = preset("small", vocab_size=len(tokenizer), **MODEL)
     if args.stage in ("all", "pretrain"):
         stage_pretrain(args, out, corpus, vocab, config, objectives)
+    if args.stage == "probe":
+        return stage_probe(args, out, tokenizer)
     if args.stage in ("all", "finetune"):
         stage_finetune(args, out, tokenizer)
     print_tables(out, args.lang)
