@@ -110,8 +110,9 @@ def layer_lr_scales(names, n_layers, decay, official_layer_decay=False):
 def predict_logits(params, config, encoded, batch_size, pad_id, backend="fast", classifier=None, pad_to_multiple=8):
     """Logits (N, C) for encoded examples, dropout off. classifier: a make_classifier object to reuse."""
     clf = classifier or make_classifier(config, backend)
-    return np.concatenate([clf.logits(params, batch)
-                           for _, batch, _ in batches(encoded, None, batch_size, pad_id, multiple=pad_to_multiple)])
+    return np.concatenate([clf.logits(params, batch) for _, batch, _ in
+                           batches(encoded, None, batch_size, pad_id, multiple=pad_to_multiple,
+                                   max_len=config.max_position_embeddings)])
 
 
 def evaluate(params, config, encoded, y, batch_size, pad_id, backend="fast", classifier=None):
@@ -152,7 +153,8 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
     best, best_score, history, step = None, -np.inf, [], 0
     for epoch in range(fc.epochs):
         t0, losses = time.time(), []
-        for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng, fc.pad_to_multiple):
+        for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng, fc.pad_to_multiple,
+                                        config.max_position_embeddings):
             loss, m, grads = clf.step(params, batch, labels, rng, train=True)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
@@ -169,4 +171,3 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
         if scores[metric] > best_score:
             best_score, best = scores[metric], copy.deepcopy(params)
     return best, history
-

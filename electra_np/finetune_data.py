@@ -117,12 +117,15 @@ def encode_examples(examples, tokenizer, max_seq_length, labels=None, regression
     return encoded, np.array(y, np.float64 if regression else np.int64)
 
 
-def pad_batch(encoded, pad_id, multiple=1):
-    """Pad to the longest sequence in the batch, rounded up to a multiple of `multiple` (fewer distinct
-    shapes for the fast path's workspaces; pad positions are masked out of attention, so the real
-    positions' outputs do not change). Returns dict(input_ids, token_type_ids, attention_mask) (B, T)."""
-    T = max(len(ids) for ids, _ in encoded)
-    T = -(-T // multiple) * multiple
+def pad_batch(encoded, pad_id, multiple=1, max_len=None):
+    """Pad to the longest sequence in the batch, rounded up to a multiple of `multiple` but not past
+    `max_len` (fewer distinct shapes for the fast path's workspaces; pad positions are masked out of
+    attention, so the real positions' outputs do not change). Returns dict(input_ids, token_type_ids,
+    attention_mask) (B, T)."""
+    longest = max(len(ids) for ids, _ in encoded)
+    T = -(-longest // multiple) * multiple
+    if max_len is not None:
+        T = max(longest, min(T, max_len))
     B = len(encoded)
     input_ids = np.full((B, T), pad_id, np.int64)
     types = np.zeros((B, T), np.int64)
@@ -132,10 +135,10 @@ def pad_batch(encoded, pad_id, multiple=1):
     return {"input_ids": input_ids, "token_type_ids": types, "attention_mask": mask}
 
 
-def batches(encoded, y, batch_size, pad_id, rng=None, multiple=1):
+def batches(encoded, y, batch_size, pad_id, rng=None, multiple=1, max_len=None):
     """Yield (indices, padded batch dict, labels or None), in order or shuffled by `rng`; T rounded up to a
     multiple of `multiple` (pad_batch)."""
     order = np.arange(len(encoded)) if rng is None else rng.permutation(len(encoded))
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        yield idx, pad_batch([encoded[i] for i in idx], pad_id, multiple), (None if y is None else y[idx])
+        yield idx, pad_batch([encoded[i] for i in idx], pad_id, multiple, max_len), (None if y is None else y[idx])

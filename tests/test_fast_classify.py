@@ -115,6 +115,8 @@ def test_padding_to_a_multiple_of_8_changes_no_logit():
     encoded = [([CLS, 7, 8, 9, SEP], [0] * 5), ([CLS, 11, SEP], [0] * 3)]
     tight, padded = pad_batch(encoded, PAD), pad_batch(encoded, PAD, multiple=8)
     assert tight["input_ids"].shape == (2, 5) and padded["input_ids"].shape == (2, 8)
+    assert pad_batch(encoded, PAD, multiple=8, max_len=6)["input_ids"].shape == (2, 6)  # not past the positions
+    assert pad_batch(encoded, PAD, multiple=8, max_len=4)["input_ids"].shape == (2, 5)  # never cuts a sequence
     for backend in ("numpy", "fast"):
         clf = make_classifier(cfg, backend)
         np.testing.assert_allclose(clf.logits(params, padded), clf.logits(params, tight), rtol=1e-12, atol=1e-14)
@@ -159,3 +161,17 @@ def test_finetune_loop_is_the_same_on_both_backends():
         assert a["accuracy"] == b["accuracy"]
     for k in pr:
         np.testing.assert_allclose(pf[k], pr[k], rtol=1e-7, atol=1e-10, err_msg=k)
+
+
+def test_rounding_up_never_passes_max_position_embeddings():
+    """max_position_embeddings 12 and an 11-token example: T rounds to 12, not 16 (which check_batch refuses)."""
+    from electra_np.finetune import predict_logits
+
+    cfg = ElectraConfig(vocab_size=31, embedding_size=8, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
+                        intermediate_size=20, max_position_embeddings=12)
+    params = make_params(cfg, 2, "official", np.float64)
+    encoded = [([CLS] + list(range(5, 14)) + [SEP], [0] * 11), ([CLS, 7, SEP], [0] * 3)]
+    for backend in ("numpy", "fast"):
+        logits = predict_logits(params, cfg, encoded, 2, PAD, backend)
+        np.testing.assert_allclose(logits, make_classifier(cfg, "numpy").logits(params, pad_batch(encoded, PAD)),
+                                   rtol=1e-12, atol=1e-14)
