@@ -65,28 +65,45 @@ def init_classifier(encoder_params, config, num_labels, head="hf", seed=0):
     return params
 
 
-def classifier_forward(w, config, input_ids, token_type_ids, attention_mask, rng=None, p_head=None):
-    """Encoder, then the head that `w` holds (head_of). p_head: the head's dropout; default
+def head_forward(h, w, config, rng=None, p_head=None):
+    """The head that `w` holds (head_of) on the encoder output. p_head: the head's dropout; default
     config.hidden_dropout_prob for "hf" (HF's classifier_dropout=None fallback), 0.1 for "official".
+    The heads read only h[:, 0], so h may be just the first tokens h[:, :1].
+
+    Inputs:  h (B, T, H); w; config; rng: dropout on when given
+    Returns: logits (B, C), cache
+    """
+    head, _ = head_of(w)
+    if head == "hf":
+        p = config.hidden_dropout_prob if p_head is None else p_head
+        logits, cache = hf_head_forward(h, w, p, rng)  # (B, C)
+    else:
+        p = OFFICIAL_HEAD_DROPOUT if p_head is None else p_head
+        logits, cache = official_head_forward(h, w, p, rng)  # (B, C)
+    return logits, (head, cache)
+
+
+def head_backward(dlogits, cache):
+    """Returns: dh with the shape of head_forward's h, grads dict with the head's keys."""
+    head, head_cache = cache
+    return (hf_head_backward if head == "hf" else official_head_backward)(dlogits, head_cache)
+
+
+def classifier_forward(w, config, input_ids, token_type_ids, attention_mask, rng=None, p_head=None):
+    """Encoder, then the head that `w` holds (head_forward).
 
     Inputs:  w; config; input_ids, token_type_ids, attention_mask (B, T); rng: dropout on when given
     Returns: logits (B, C), cache
     """
-    head, _ = head_of(w)
     h, enc_cache = encoder_forward(w, config, input_ids, token_type_ids, attention_mask, rng)  # (B, T, H)
-    if head == "hf":
-        p = config.hidden_dropout_prob if p_head is None else p_head
-        logits, head_cache = hf_head_forward(h, w, p, rng)  # (B, C)
-    else:
-        p = OFFICIAL_HEAD_DROPOUT if p_head is None else p_head
-        logits, head_cache = official_head_forward(h, w, p, rng)  # (B, C)
-    return logits, (head, enc_cache, head_cache)
+    logits, head_cache = head_forward(h, w, config, rng, p_head)  # (B, C)
+    return logits, (enc_cache, head_cache)
 
 
 def classifier_backward(dlogits, cache):
     """Returns: grads dict with the keys of `w`."""
-    head, enc_cache, head_cache = cache
-    dh, grads = (hf_head_backward if head == "hf" else official_head_backward)(dlogits, head_cache)
+    enc_cache, head_cache = cache
+    dh, grads = head_backward(dlogits, head_cache)
     grads.update(encoder_backward(dh, enc_cache))
     return grads
 
@@ -107,6 +124,34 @@ def check_labels(labels, B, num_labels):
     return labels.astype(np.int64)
 
 
+def check_inputs(params, config, batch, labels):
+    """classification_forward's validation, done once. Returns (C, input_ids, attention_mask,
+    token_type_ids, labels) checked and converted."""
+    head, C = head_of(params)
+    check_params(params, classifier_shapes(config, C, head))
+    input_ids, attention_mask, token_type_ids = check_batch(config, batch["input_ids"], batch.get("attention_mask"),
+                                                            batch.get("token_type_ids"))
+    return C, input_ids, attention_mask, token_type_ids, check_labels(labels, input_ids.shape[0], C)
+
+
+def loss_forward(logits, labels):
+    """Cross-entropy (C >= 2) or squared error (C == 1) of logits (B, C). Returns (loss, metrics, cache)."""
+    if logits.shape[1] == 1:
+        loss, loss_cache = mse_forward(logits[:, 0], labels)  # (B,) predictions
+        return loss, {"loss": float(loss)}, (1, loss_cache)
+    loss, loss_cache = softmax_cross_entropy_forward(logits, labels)
+    metrics = {"loss": float(loss), "acc": float((logits.argmax(-1) == labels).mean())}
+    return loss, metrics, (logits.shape[1], loss_cache)
+
+
+def loss_backward(cache, dloss=1.0):
+    """Returns: dlogits (B, C)."""
+    C, loss_cache = cache
+    if C == 1:
+        return mse_backward(dloss, loss_cache)[:, None]  # (B, 1)
+    return softmax_cross_entropy_backward(dloss, loss_cache)  # (B, C)
+
+
 def classification_forward(params, config, batch, labels, rng=None, train=True, p_head=None):
     """One fine-tuning forward pass: logits, then cross-entropy (C >= 2) or squared error (C == 1).
 
@@ -114,27 +159,13 @@ def classification_forward(params, config, batch, labels, rng=None, train=True, 
              attention_mask, token_type_ids (B, T); labels (B,); rng: dropout when train
     Returns: loss (0-d), metrics dict, cache
     """
-    head, C = head_of(params)
-    check_params(params, classifier_shapes(config, C, head))
-    input_ids, attention_mask, token_type_ids = check_batch(config, batch["input_ids"], batch.get("attention_mask"),
-                                                            batch.get("token_type_ids"))
-    labels = check_labels(labels, input_ids.shape[0], C)
+    C, input_ids, attention_mask, token_type_ids, labels = check_inputs(params, config, batch, labels)
     logits, cache = classifier_forward(params, config, input_ids, token_type_ids, attention_mask,
                                        rng if train else None, p_head)
-    if C == 1:
-        loss, loss_cache = mse_forward(logits[:, 0], labels)  # (B,) predictions
-        metrics = {"loss": float(loss)}
-    else:
-        loss, loss_cache = softmax_cross_entropy_forward(logits, labels)
-        metrics = {"loss": float(loss), "acc": float((logits.argmax(-1) == labels).mean())}
+    loss, metrics, loss_cache = loss_forward(logits, labels)
     return loss, metrics, {"model": cache, "loss": loss_cache, "num_labels": C, "logits": logits}
 
 
 def classification_backward(cache, dloss=1.0):
     """Gradient of the loss with respect to every tensor of params (same keys)."""
-    if cache["num_labels"] == 1:
-        dpred = mse_backward(dloss, cache["loss"])  # (B,)
-        dlogits = dpred[:, None]  # (B, 1)
-    else:
-        dlogits = softmax_cross_entropy_backward(dloss, cache["loss"])  # (B, C)
-    return classifier_backward(dlogits, cache["model"])
+    return classifier_backward(loss_backward(cache["loss"], dloss), cache["model"])

@@ -37,6 +37,11 @@ WORD = "electra.embeddings.word_embeddings.weight"
 GUMBEL_ROWS = 64  # rows of Gumbel noise drawn at a time: bounds its temporaries to GUMBEL_ROWS x V
 
 
+def key_bias(attention_mask, dt):
+    """The additive key mask (B, T) of ops/attention.py: 0 on real tokens, MASKED on padding."""
+    return np.where(attention_mask != 0, dt.type(0), dt.type(MASKED))
+
+
 def _draw(rng, buf):
     """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream."""
     rng.random(dtype=np.float32, out=buf)
@@ -284,7 +289,7 @@ def make_fast_step(setup):
         if key not in workspaces:
             workspaces[key] = Workspace(setup, B, T, dt)
         ws = workspaces[key]
-        bias = np.where(attention_mask != 0, dt.type(0), dt.type(MASKED))  # (B, T) additive key mask
+        bias = key_bias(attention_mask, dt)  # (B, T)
         gen_w = generator_params(params)
 
         # ---- generator: MLM at the masked positions only
@@ -413,7 +418,7 @@ def make_fast_discriminator(config):
                 np.empty((B * T, config.hidden_size), dt), np.empty(B * T, dt)
             encoders[key] = enc
         enc = encoders[key]
-        bias = np.where(mask != 0, dt.type(0), dt.type(MASKED))
+        bias = key_bias(mask, dt)
         h = enc.forward(w, ids, types, bias, None)
         np.matmul(h, w["discriminator_predictions.dense.weight"].T, out=enc.head_a)
         bias_gelu_forward(enc.head_a, w["discriminator_predictions.dense.bias"], enc.head_g, config.hidden_act)

@@ -19,14 +19,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .classification import check_labels, classifier_shapes, head_of
-from .fast import WORD, _Encoder
-from .ops.attention import MASKED
-from .ops.classifier import (OFFICIAL_HEAD_DROPOUT, hf_head_backward, hf_head_forward, mse_backward, mse_forward,
-                             official_head_backward, official_head_forward)
-from .ops.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .params import check_params, encoder_shapes
-from .validate import check_batch
+from .classification import check_inputs, head_backward, head_forward, head_of, loss_backward, loss_forward
+from .fast import WORD, _Encoder, key_bias
+from .params import encoder_shapes
 
 TABLES = (WORD, "electra.embeddings.position_embeddings.weight", "electra.embeddings.token_type_embeddings.weight")
 
@@ -51,55 +46,33 @@ class FastClassifier:
             self.workspaces[key] = enc
         return self.workspaces[key]
 
-    def _check(self, params, batch):
-        """classification_forward's validation, in its order. Returns (head, C, ids, mask, types)."""
-        head, C = head_of(params)
-        check_params(params, classifier_shapes(self.config, C, head))
-        ids, mask, types = check_batch(self.config, batch["input_ids"], batch.get("attention_mask"),
-                                       batch.get("token_type_ids"))
-        return head, C, ids, mask, types
-
     def _encode(self, params, ids, mask, types, rng):
-        """The encoder. Returns (its workspace, h (B, T, H) a view of its buffer)."""
+        """The encoder. Returns (its workspace, the first tokens' vectors h[:, :1] (B, 1, H), a view of its
+        buffer: the head reads only those, so its backward returns a (B, 1, H) gradient)."""
         B, T = ids.shape
         dt = params[WORD].dtype
         enc = self._workspace(B, T, dt)
         enc.ids, enc.types = ids, types
-        bias = np.where(mask != 0, dt.type(0), dt.type(MASKED))  # (B, T) additive key mask
-        h = enc.forward(params, ids, types, bias, rng)  # (N, H)
-        return enc, h.reshape(B, T, self.config.hidden_size)  # (B, T, H)
-
-    def _head_forward(self, head, h, params, rng, p_head):
-        # the head sees only h[:, :1]: its backward then returns a (B, 1, H) gradient, not a (B, T, H) one
-        if head == "hf":
-            p = self.config.hidden_dropout_prob if p_head is None else p_head
-            return hf_head_forward(h[:, :1], params, p, rng)  # (B, C)
-        p = OFFICIAL_HEAD_DROPOUT if p_head is None else p_head
-        return official_head_forward(h[:, :1], params, p, rng)  # (B, C)
+        h = enc.forward(params, ids, types, key_bias(mask, dt), rng)  # (N, H)
+        return enc, h.reshape(B, T, self.config.hidden_size)[:, :1]  # (B, 1, H)
 
     def logits(self, params, batch):
         """Inference, dropout off: logits (B, C), a fresh array."""
-        head, _, ids, mask, types = self._check(params, batch)
+        _, C = head_of(params)
+        zeros = np.zeros(np.shape(batch["input_ids"])[0], np.float64 if C == 1 else np.int64)
+        _, ids, mask, types, _ = check_inputs(params, self.config, batch, zeros)
         _, h = self._encode(params, ids, mask, types, None)
-        return self._head_forward(head, h, params, None, None)[0]
+        return head_forward(h, params, self.config)[0]
 
     def step(self, params, batch, labels, rng=None, train=True, p_head=None):
         """classification_forward + classification_backward. Returns (loss, metrics, grads)."""
-        head, C, ids, mask, types = self._check(params, batch)
-        labels = check_labels(labels, ids.shape[0], C)
+        _, ids, mask, types, labels = check_inputs(params, self.config, batch, labels)
         drop_rng = rng if train else None
         enc, h = self._encode(params, ids, mask, types, drop_rng)
-        logits, head_cache = self._head_forward(head, h, params, drop_rng, p_head)  # (B, C)
-        if C == 1:
-            loss, loss_cache = mse_forward(logits[:, 0], labels)
-            metrics = {"loss": float(loss)}
-            dlogits = mse_backward(1.0, loss_cache)[:, None]  # (B, 1)
-        else:
-            loss, loss_cache = softmax_cross_entropy_forward(logits, labels)
-            metrics = {"loss": float(loss), "acc": float((logits.argmax(-1) == labels).mean())}
-            dlogits = softmax_cross_entropy_backward(1.0, loss_cache)  # (B, C)
-        # ---- backward: the head (reference ops), then the encoder from the first-token gradient
-        dcls, grads = (hf_head_backward if head == "hf" else official_head_backward)(dlogits, head_cache)  # (B, 1, H)
+        logits, head_cache = head_forward(h, params, self.config, drop_rng, p_head)  # (B, C)
+        loss, metrics, loss_cache = loss_forward(logits, labels)
+        # ---- backward: the loss and the head (reference ops), then the encoder from the first-token gradient
+        dcls, grads = head_backward(loss_backward(loss_cache), head_cache)  # (B, 1, H)
         enc.dh[:, 0] = dcls[:, 0]  # every other row of enc.dh stays 0: the head reads only the first token
         for k in TABLES:  # the encoder's embedding scatter-adds accumulate into these
             enc.grads[k].fill(0)

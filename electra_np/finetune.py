@@ -115,9 +115,9 @@ def predict_logits(params, config, encoded, batch_size, pad_id, backend="fast", 
                                    max_len=config.max_position_embeddings)])
 
 
-def evaluate(params, config, encoded, y, batch_size, pad_id, backend="fast", classifier=None):
+def evaluate(params, config, encoded, y, batch_size, pad_id, backend="fast", classifier=None, pad_to_multiple=8):
     """Every metric on (encoded, y). Returns (metrics dict, logits)."""
-    logits = predict_logits(params, config, encoded, batch_size, pad_id, backend, classifier)
+    logits = predict_logits(params, config, encoded, batch_size, pad_id, backend, classifier, pad_to_multiple)
     if logits.shape[1] == 1:
         pred = logits[:, 0]
         return {"pearson": METRICS["pearson"](y, pred), "spearman": METRICS["spearman"](y, pred),
@@ -163,7 +163,8 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
             update(params, grads, learning_rate(step, fc.learning_rate, warmup, total))
             losses.append(float(loss))
             step += 1
-        scores, _ = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id, classifier=clf)
+        scores, _ = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id, classifier=clf,
+                             pad_to_multiple=fc.pad_to_multiple)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **scores,
                         "seconds": time.time() - t0})
         log(f"epoch {epoch + 1}/{fc.epochs} | train loss {np.mean(losses):.4f} | dev "
