@@ -8,7 +8,8 @@ activation and gradient buffer allocated once per (B, T, dtype) and reused by ev
 Semantics are model.electra_forward + model.electra_backward's, to float tolerance: the same validation
 (model.prepare_step: the same checks and masking draws), the same draws from `rng` in the
 same order (masking.corrupt; each dropout's float32 uniforms, generator first, in forward order;
-masking.gumbel_sample's noise, drawn per block of rows: the same stream), the same metrics.
+masking.gumbel_sample's noise), the same metrics. The draws are rng.random's own numbers, two threads
+filling each (kernels/sampling.py).
 
 The returned `grads` are views into the workspace: valid until the next call of the same step function
 with the same batch shape, which overwrites them. Copy them to keep them.
@@ -16,25 +17,32 @@ with the same batch shape, which overwrites them. Copy them to keep them.
 Layout: activations are 2-D (N = B*T rows). q, k and v live side by side in one (N, 3H) buffer written by
 one matmul against the three weights stacked (copied into a (3H, H) buffer each step), so their gradients
 come out of one matmul too, as contiguous row blocks (the query/key/value weight gradients are views).
+
+Memory: a layer keeps its LayerNorms' normalized inputs (xhat) but not their outputs h = xhat * w + beta,
+which backward recomputes (layernorm_apply, one pass) where a weight gradient needs them. And the step runs
+the generator to the end of its backward before the discriminator's forward starts (no gradient flows
+through the sampled tokens, and backward draws nothing from rng, so the draws keep their order): the two
+encoders' activations and scratch are never live at once and share one block of memory (`Arena`). The
+gradients, which outlive the step, have buffers of their own.
 """
 
 import numpy as np
 
 from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
 from .kernels.blas import bmm
-from .kernels.common import add_bias, sum_rows, sum_rows_wide
+from .kernels.common import add_bias, sum_rows
 from .kernels.embeddings import embeddings_backward, embeddings_forward
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
-from .kernels.layernorm import residual_layernorm_backward, residual_layernorm_forward
+from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
 from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
-from .masking import gumbel_sample
+from .kernels.sampling import fill_uniform, gumbel_argmax
+from .masking import GUMBEL_EPS
 from .model import prepare_step
 from .ops.attention import MASKED
 from .params import SHARED_KEYS, check_params, generator_params, sub
 from .validate import check_batch
 
 WORD = "electra.embeddings.word_embeddings.weight"
-GUMBEL_ROWS = 64  # rows of Gumbel noise drawn at a time: bounds its temporaries to GUMBEL_ROWS x V
 
 
 def key_bias(attention_mask, dt):
@@ -42,53 +50,80 @@ def key_bias(attention_mask, dt):
     return np.where(attention_mask != 0, dt.type(0), dt.type(MASKED))
 
 
+class Arena:
+    """Hands out arrays in order from one block of memory, each 64-byte aligned. Arena() has no block: it
+    returns fresh np.empty arrays and counts the bytes (the sizing pass; untouched pages cost no memory).
+    Arena(block) carves the same arrays out of `block`; two arenas on one block overlap from its start."""
+
+    ALIGN = 64
+
+    def __init__(self, block=None):
+        self.block = block
+        self.used = (-block.ctypes.data) % self.ALIGN if block is not None else 0
+
+    def __call__(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        start = -(-self.used // self.ALIGN) * self.ALIGN
+        self.used = start + nbytes
+        if self.block is None:
+            return np.empty(shape, dtype)
+        if self.used > len(self.block):
+            raise RuntimeError(f"arena block of {len(self.block)} bytes is too small (needs {self.used})")
+        return self.block[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _draw(rng, buf):
-    """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream."""
-    rng.random(dtype=np.float32, out=buf)
-    return buf
+    """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream (two threads)."""
+    return fill_uniform(rng, buf)
 
 
 class _Layer:
     """One encoder layer's saved activations."""
 
-    def __init__(self, B, T, H, NH, F, dt, p_att, p_hid):
+    def __init__(self, B, T, H, NH, F, dt, p_att, p_hid, alloc):
         N = B * T
-        self.qkv = np.empty((N, 3 * H), dt)
-        self.probs = np.empty((B, NH, T, T), dt)
-        self.keep_a = np.empty((B, NH, T, T), np.uint8) if p_att else None
-        self.ctx = np.empty((N, H), dt)
-        self.h1, self.xhat1, self.rstd1 = np.empty((N, H), dt), np.empty((N, H), dt), np.empty(N, dt)
-        self.a = np.empty((N, F), dt)  # the FFN pre-activation; gelu(a) is recomputed in backward
-        self.h2, self.xhat2, self.rstd2 = np.empty((N, H), dt), np.empty((N, H), dt), np.empty(N, dt)
-        self.keep1 = np.empty((N, H), np.uint8) if p_hid else None
-        self.keep2 = np.empty((N, H), np.uint8) if p_hid else None
+        self.qkv = alloc((N, 3 * H), dt)
+        self.probs = alloc((B, NH, T, T), dt)
+        self.keep_a = alloc((B, NH, T, T), np.uint8) if p_att else None
+        self.ctx = alloc((N, H), dt)
+        self.xhat1, self.rstd1 = alloc((N, H), dt), alloc(N, dt)  # h1 = xhat1 * w + beta, recomputed
+        self.a = alloc((N, F), dt)  # the FFN pre-activation; gelu(a) is recomputed in backward
+        self.xhat2, self.rstd2 = alloc((N, H), dt), alloc(N, dt)  # h2 likewise (the next layer's input)
+        self.keep1 = alloc((N, H), np.uint8) if p_hid else None
+        self.keep2 = alloc((N, H), np.uint8) if p_hid else None
 
 
 class _Encoder:
     """ElectraModel (embeddings, projection, layers) for one config and one (B, T, dtype): its buffers,
-    its forward and its backward. Gradients are written into `self.grads` (HF names relative to the model)."""
+    its forward and its backward. Gradients are written into `self.grads` (HF names relative to the model).
+    alloc(shape, dtype) makes the activation and scratch buffers (an Arena to share memory; np.empty by
+    default); the gradient buffers are always arrays of their own."""
 
-    def __init__(self, c, B, T, dt, shared=None):
+    def __init__(self, c, B, T, dt, shared=None, alloc=np.empty):
         self.c, self.B, self.T, self.dt = c, B, T, dt
         N, E, H, NH, F = B * T, c.embedding_size, c.hidden_size, c.num_attention_heads, c.intermediate_size
         self.N, self.E, self.H, self.NH, self.hs, self.F = N, E, H, NH, H // NH, F
         p_att, p_hid = c.attention_probs_dropout_prob, c.hidden_dropout_prob
         self.proj = E != H
-        self.e_out, self.e_xhat, self.e_rstd = np.empty((N, E), dt), np.empty((N, E), dt), np.empty(N, dt)
-        self.e_keep = np.empty((N, E), np.uint8) if p_hid else None
-        self.x0 = np.empty((N, H), dt) if self.proj else None
-        self.layers = [_Layer(B, T, H, NH, F, dt, p_att, p_hid) for _ in range(c.num_hidden_layers)]
+        self.e_out, self.e_xhat, self.e_rstd = alloc((N, E), dt), alloc((N, E), dt), alloc(N, dt)
+        self.e_keep = alloc((N, E), np.uint8) if p_hid else None
+        self.x0 = alloc((N, H), dt) if self.proj else None
+        self.layers = [_Layer(B, T, H, NH, F, dt, p_att, p_hid, alloc) for _ in range(c.num_hidden_layers)]
         # scratch shared by the layers (forward and backward run one layer at a time)
-        self.scores, self.probs_d = np.empty((B, NH, T, T), dt), np.empty((B, NH, T, T), dt)
-        self.u_att = np.empty((B, NH, T, T), np.float32) if p_att else None
-        self.u_hid = np.empty((N, H), np.float32) if p_hid else None
-        self.u_emb = np.empty((N, E), np.float32) if p_hid else None
-        self.y, self.tmp, self.dd = np.empty((N, H), dt), np.empty((N, H), dt), np.empty((N, H), dt)
-        self.ds_a, self.ds_b = np.empty((N, H), dt), np.empty((N, H), dt)
-        self.dctx, self.dqkv, self.dgf = np.empty((N, H), dt), np.empty((N, 3 * H), dt), np.empty((N, F), dt)
-        self.gf = np.empty((N, F), dt)  # gelu(a) of the layer being computed
-        self.de, self.de_s = np.empty((N, E), dt), np.empty((N, E), dt)
-        self.wqkv, self.bqkv = np.empty((3 * H, H), dt), np.empty(3 * H, dt)
+        self.h1 = alloc((N, H), dt)  # the layer's h1 (forward), recomputed from xhat1 (backward)
+        self.hs_out = (alloc((N, H), dt), alloc((N, H), dt))  # layer outputs h2, alternately (forward)
+        self.x_in = alloc((N, H), dt)  # a layer's input recomputed from the layer below's xhat2 (backward)
+        self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
+        self.u_att = alloc((B, NH, T, T), np.float32) if p_att else None
+        self.u_hid = alloc((N, H), np.float32) if p_hid else None
+        self.u_emb = alloc((N, E), np.float32) if p_hid else None
+        self.y, self.tmp, self.dd = alloc((N, H), dt), alloc((N, H), dt), alloc((N, H), dt)
+        self.ds_a, self.ds_b = alloc((N, H), dt), alloc((N, H), dt)
+        self.dctx, self.dqkv, self.dgf = alloc((N, H), dt), alloc((N, 3 * H), dt), alloc((N, F), dt)
+        self.gf = alloc((N, F), dt)  # gelu(a) of the layer being computed
+        self.de, self.de_s = alloc((N, E), dt), alloc((N, E), dt)
+        self.wqkv, self.bqkv = alloc((3 * H, H), dt), alloc(3 * H, dt)
         self.grads = self._grad_buffers(shared)
 
     def _grad_buffers(self, shared):
@@ -149,19 +184,26 @@ class _Encoder:
             bmm(self.probs_d if p_att else L.probs, v, L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3))
             np.matmul(L.ctx, w[lw + "attention.output.dense.weight"].T, out=self.y)
             residual_layernorm_forward(self.y, w[lw + "attention.output.LayerNorm.weight"],
-                                       w[lw + "attention.output.LayerNorm.bias"], eps, L.h1, L.xhat1, L.rstd1,
+                                       w[lw + "attention.output.LayerNorm.bias"], eps, self.h1, L.xhat1, L.rstd1,
                                        bias=w[lw + "attention.output.dense.bias"], resid=x,
                                        u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep1)
-            np.matmul(L.h1, w[lw + "intermediate.dense.weight"].T, out=L.a)  # (N, F)
+            np.matmul(self.h1, w[lw + "intermediate.dense.weight"].T, out=L.a)  # (N, F)
             bias_gelu_forward(L.a, w[lw + "intermediate.dense.bias"], self.gf, c.hidden_act)
             np.matmul(self.gf, w[lw + "output.dense.weight"].T, out=self.y)  # (N, H)
+            h2 = self.hs_out[i % 2]
             residual_layernorm_forward(self.y, w[lw + "output.LayerNorm.weight"], w[lw + "output.LayerNorm.bias"], eps,
-                                       L.h2, L.xhat2, L.rstd2, bias=w[lw + "output.dense.bias"], resid=L.h1,
+                                       h2, L.xhat2, L.rstd2, bias=w[lw + "output.dense.bias"], resid=self.h1,
                                        u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep2)
-            L.x = x
-            x = L.h2
+            x = h2
         self.w = w
         return x
+
+    def _layer_input(self, i):
+        """Layer i's input x: the embeddings' output for layer 0, else layer i-1's h2, recomputed."""
+        if i == 0:
+            return self.x0 if self.proj else self.e_out
+        lw = f"electra.encoder.layer.{i - 1}.output.LayerNorm."
+        return layernorm_apply(self.layers[i - 1].xhat2, self.w[lw + "weight"], self.w[lw + "bias"], self.x_in)
 
     def _heads(self, buf):
         """The q, k, v head views (B, NH, T, hs) of an (N, 3H) buffer."""
@@ -188,7 +230,9 @@ class _Encoder:
             np.matmul(df, w[lw + "output.dense.weight"], out=self.dgf)  # dg (N, F)
             bias_gelu_backward(self.dgf, L.a, self.dgf, g[lw + "intermediate.dense.bias"], c.hidden_act, g=self.gf)
             np.matmul(df.T, self.gf, out=g[lw + "output.dense.weight"])  # dW2 = df^T gelu(a)
-            np.matmul(self.dgf.T, L.h1, out=g[lw + "intermediate.dense.weight"])
+            h1 = layernorm_apply(L.xhat1, w[lw + "attention.output.LayerNorm.weight"],
+                                 w[lw + "attention.output.LayerNorm.bias"], self.h1)  # the forward's h1 again
+            np.matmul(self.dgf.T, h1, out=g[lw + "intermediate.dense.weight"])
             np.matmul(self.dgf, w[lw + "intermediate.dense.weight"], out=self.tmp)  # d(h1) through the FFN
             # h1 = LN(x + dropout(Wo ctx + bo)); d(h1) = ds2 (skip path) + tmp (FFN path)
             ds1 = self.ds_b
@@ -213,7 +257,7 @@ class _Encoder:
             sum_rows(self.dqkv, g[lw + "qkv.bias"])
             for j, name in enumerate(("query", "key", "value")):  # the stacked weights of the forward
                 self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]
-            np.matmul(self.dqkv.T, L.x, out=g[lw + "qkv.weight"])
+            np.matmul(self.dqkv.T, self._layer_input(i), out=g[lw + "qkv.weight"])
             np.matmul(self.dqkv, self.wqkv, out=self.tmp)  # dx through q, k and v (summed by the matmul)
             dy_a, dy_b = ds1, self.tmp  # dx = ds1 (skip path) + tmp (attention path), merged below
             self.ds_a, self.ds_b = self.ds_b, self.ds_a  # ping-pong: the next layer writes the other buffer
@@ -230,20 +274,29 @@ class _Encoder:
 
 
 class Workspace:
-    """Every buffer of one (B, T, dtype) step: the two encoders, the two heads, the gradients."""
+    """Every buffer of one (B, T, dtype) step: the two encoders, the two heads, the gradients. The
+    generator's activations and the discriminator's share one block (see the module docstring)."""
 
     def __init__(self, setup, B, T, dt):
         self.B, self.T, self.dt = B, T, dt
         self.electra = setup.objective.objective == "electra"
+        gen_arena, disc_arena = Arena(), Arena()
+        self._build(setup, gen_arena, disc_arena)  # sizing pass
+        self.arena_bytes = max(gen_arena.used, disc_arena.used) + Arena.ALIGN
+        self.block = np.empty(self.arena_bytes, np.uint8)
+        self._build(setup, Arena(self.block), Arena(self.block))
+
+    def _build(self, setup, gen_alloc, disc_alloc):
+        B, T, dt = self.B, self.T, self.dt
         gen_c, disc_c = setup.gen, setup.disc
         N, E, V = B * T, gen_c.embedding_size, gen_c.vocab_size
-        self.disc = _Encoder(disc_c, B, T, dt) if self.electra else None
+        self.disc = _Encoder(disc_c, B, T, dt, alloc=disc_alloc) if self.electra else None
         shared = {k: self.disc.grads[k] for k in (WORD, "electra.embeddings.position_embeddings.weight",
                                                   "electra.embeddings.token_type_embeddings.weight")} if self.electra else None
-        self.gen = _Encoder(gen_c, B, T, dt, shared)
+        self.gen = _Encoder(gen_c, B, T, dt, shared, alloc=gen_alloc)
         self.M_cap = 0
-        self._head_buffers(B * setup.objective.max_predictions(T), E, V, gen_c.hidden_size)
-        self.gen_dh = np.empty((N, gen_c.hidden_size), dt)
+        self._head_buffers(B * setup.objective.max_predictions(T), E, V, gen_c.hidden_size, gen_alloc)
+        self.gen_dh = gen_alloc((N, gen_c.hidden_size), dt)
         self.gen_grads = {"generator_predictions.dense.weight": np.empty((E, gen_c.hidden_size), dt),
                           "generator_predictions.dense.bias": np.empty(E, dt),
                           "generator_predictions.LayerNorm.weight": np.empty(E, dt),
@@ -251,24 +304,26 @@ class Workspace:
                           "generator_lm_head.bias": np.empty(V, dt)}
         if self.electra:
             H = disc_c.hidden_size
-            self.d_a, self.d_g, self.d_dg, self.d_dh = (np.empty((N, H), dt) for _ in range(4))
-            self.d_logits, self.d_dlogits = np.empty(N, dt), np.empty(N, dt)
+            self.d_a, self.d_g, self.d_dg, self.d_dh = (disc_alloc((N, H), dt) for _ in range(4))
+            self.d_logits, self.d_dlogits = disc_alloc(N, dt), disc_alloc(N, dt)
             self.disc_grads = {"discriminator_predictions.dense.weight": np.empty((H, H), dt),
                                "discriminator_predictions.dense.bias": np.empty(H, dt),
                                "discriminator_predictions.dense_prediction.weight": np.empty((1, H), dt),
                                "discriminator_predictions.dense_prediction.bias": np.empty(1, dt)}
 
-    def _head_buffers(self, M, E, V, Hg):
-        """The generator head's buffers, for up to M masked positions (grown if a batch masks more)."""
+    def _head_buffers(self, M, E, V, Hg, alloc=np.empty):
+        """The generator head's buffers, for up to M masked positions (grown, outside the arena, if a given
+        corruption masks more than the objective's max_predictions)."""
         if M <= self.M_cap:
             return
         dt = self.dt
         self.M_cap = M
-        self.hm, self.dhm = np.empty((M, Hg), dt), np.empty((M, Hg), dt)
-        self.ha, self.hg, self.hz, self.hxhat = (np.empty((M, E), dt) for _ in range(4))
-        self.hrstd, self.dz = np.empty(M, dt), np.empty((M, E), dt)
-        self.logits = np.empty((M, V), dt)
-        self.lse, self.row_loss, self.argmax = np.empty(M), np.empty(M), np.empty(M, np.int64)
+        self.hm, self.dhm = alloc((M, Hg), dt), alloc((M, Hg), dt)
+        self.ha, self.hg, self.hz, self.hxhat = (alloc((M, E), dt) for _ in range(4))
+        self.hrstd, self.dz = alloc(M, dt), alloc((M, E), dt)
+        self.logits = alloc((M, V), dt)
+        self.gumbel_u = alloc((M, V), dt) if self.electra else None  # the samples' uniforms, then noisy logits
+        self.lse, self.row_loss, self.argmax = alloc(M, np.float64), alloc(M, np.float64), alloc(M, np.int64)
 
 
 def make_fast_step(setup):
@@ -314,45 +369,24 @@ def make_fast_step(setup):
         mlm_loss = softmax_xent_forward(logits, mlm_labels, ws.lse[:M], ws.row_loss[:M], ws.argmax[:M])
         metrics = {"mlm_loss": float(mlm_loss),
                    "mlm_acc": float((ws.argmax[:M] == mlm_labels).mean()) if M else 0.0}
-        if obj.objective == "mlm":
-            metrics["loss"] = float(mlm_loss)
-            loss = mlm_loss
-        else:
-            # ---- sample replacements (masking.gumbel_sample, by blocks of rows: the same draws)
+        if obj.objective == "electra":
+            # ---- sample replacements: masking.gumbel_sample's draws and argmax, fused
             samples = corruption.samples
             if samples is None:
                 if rng is None:
                     raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
-                samples = np.empty(M, np.int64)
-                for lo in range(0, M, GUMBEL_ROWS):
-                    samples[lo:lo + GUMBEL_ROWS] = gumbel_sample(logits[lo:lo + GUMBEL_ROWS], obj.temperature, rng)
+                u = fill_uniform(rng, ws.gumbel_u[:M])
+                samples = gumbel_argmax(logits, obj.temperature, u, GUMBEL_EPS, np.empty(M, np.int64))
             samples = np.asarray(samples, np.int64)
-            disc_ids = input_ids.copy()
-            disc_ids.reshape(-1)[positions] = samples
-            labels = (disc_ids != input_ids).astype(np.int64)
-            # ---- discriminator: replaced-token detection on every real token
-            disc_w, dc, disc = sub(params, "discriminator."), setup.disc, ws.disc
-            disc.ids, disc.types = disc_ids, token_type_ids
-            hd = disc.forward(disc_w, disc_ids, token_type_ids, bias, drop_rng)  # (N, H)
-            np.matmul(hd, disc_w["discriminator_predictions.dense.weight"].T, out=ws.d_a)
-            bias_gelu_forward(ws.d_a, disc_w["discriminator_predictions.dense.bias"], ws.d_g, dc.hidden_act)
-            np.matmul(ws.d_g, disc_w["discriminator_predictions.dense_prediction.weight"][0], out=ws.d_logits)
-            ws.d_logits += disc_w["discriminator_predictions.dense_prediction.bias"][0]
-            disc_logits = ws.d_logits.reshape(B, T)
-            disc_loss, n_real = bce_forward(disc_logits, labels, attention_mask)
-            loss = mlm_loss + mlm_loss.dtype.type(obj.disc_weight) * disc_loss
-            real = attention_mask != 0
-            metrics.update(loss=float(loss), disc_loss=float(disc_loss),
-                           disc_acc=float(((disc_logits > 0) == (labels != 0))[real].mean()),
-                           replaced_frac=float(labels[real].mean()), disc_baseline_acc=float(1 - labels[real].mean()))
 
-        # ---- backward. Shared tables: the tied output projection's gradient initializes the word table,
-        # then the generator's and the discriminator's embedding scatter-adds accumulate into it.
+        # ---- generator backward, before the discriminator runs (its buffers are about to be reused).
+        # Shared tables: the tied output projection's gradient initializes the word table, then the
+        # generator's and (below) the discriminator's embedding scatter-adds accumulate into it.
         gg, genc = ws.gen_grads, ws.gen.grads
         genc["electra.embeddings.position_embeddings.weight"].fill(0)
         genc["electra.embeddings.token_type_embeddings.weight"].fill(0)
-        softmax_xent_backward(1.0, logits, mlm_labels, ws.lse[:M], logits)  # logits now hold dlogits
-        sum_rows_wide(logits, gg["generator_lm_head.bias"])
+        softmax_xent_backward(1.0, logits, mlm_labels, ws.lse[:M], logits,  # logits now hold dlogits
+                              dbias=gg["generator_lm_head.bias"])
         np.matmul(logits.T, hz, out=genc[WORD])  # (V, E): tied output path
         dz = ws.dz[:M]
         np.matmul(logits, gen_w[WORD], out=dz)  # (M, E)
@@ -364,34 +398,57 @@ def make_fast_step(setup):
         ws.gen_dh.fill(0)
         ws.gen_dh[positions] = ws.dhm[:M]  # positions are distinct
         gen.backward(ws.gen_dh)
-        grads = {}
-        if obj.objective == "electra":
-            dwt = mlm_loss.dtype.type(obj.disc_weight)
-            dg = ws.disc_grads
-            bce_backward(dwt, disc_logits, labels, attention_mask, n_real, ws.d_dlogits.reshape(B, T))
-            dl = ws.d_dlogits
-            np.matmul(dl, ws.d_g, out=dg["discriminator_predictions.dense_prediction.weight"][0])
-            dg["discriminator_predictions.dense_prediction.bias"][0] = dl.sum()
-            np.multiply(dl[:, None], disc_w["discriminator_predictions.dense_prediction.weight"], out=ws.d_dg)
-            bias_gelu_backward(ws.d_dg, ws.d_a, ws.d_dg, dg["discriminator_predictions.dense.bias"], dc.hidden_act)
-            np.matmul(ws.d_dg.T, hd, out=dg["discriminator_predictions.dense.weight"])
-            np.matmul(ws.d_dg, disc_w["discriminator_predictions.dense.weight"], out=ws.d_dh)
-            disc.backward(ws.d_dh)
-            dgr = disc.grads
-            for k in ("electra.embeddings.LayerNorm.weight", "electra.embeddings.LayerNorm.bias"):
-                dgr[k] += genc[k]  # shared LayerNorm: discriminator + generator
-            for k in shapes:
-                if k.startswith("discriminator."):
-                    r = k[len("discriminator."):]
-                    grads[k] = dg[r] if r in dg else dgr[r]
-        for k in shapes:
-            if k.startswith("generator."):
-                r = k[len("generator."):]
-                grads[k] = gg[r] if r in gg else genc[r]
-        return loss, metrics, grads
+        if obj.objective == "mlm":
+            metrics["loss"] = float(mlm_loss)
+            return mlm_loss, metrics, _gather_grads(shapes, ("generator.", gg, genc))
+
+        # ---- discriminator: replaced-token detection on every real token
+        disc_ids = input_ids.copy()
+        disc_ids.reshape(-1)[positions] = samples
+        labels = (disc_ids != input_ids).astype(np.int64)
+        disc_w, dc, disc = sub(params, "discriminator."), setup.disc, ws.disc
+        disc.ids, disc.types = disc_ids, token_type_ids
+        hd = disc.forward(disc_w, disc_ids, token_type_ids, bias, drop_rng)  # (N, H)
+        np.matmul(hd, disc_w["discriminator_predictions.dense.weight"].T, out=ws.d_a)
+        bias_gelu_forward(ws.d_a, disc_w["discriminator_predictions.dense.bias"], ws.d_g, dc.hidden_act)
+        np.matmul(ws.d_g, disc_w["discriminator_predictions.dense_prediction.weight"][0], out=ws.d_logits)
+        ws.d_logits += disc_w["discriminator_predictions.dense_prediction.bias"][0]
+        disc_logits = ws.d_logits.reshape(B, T)
+        disc_loss, n_real = bce_forward(disc_logits, labels, attention_mask)
+        loss = mlm_loss + mlm_loss.dtype.type(obj.disc_weight) * disc_loss
+        real = attention_mask != 0
+        metrics.update(loss=float(loss), disc_loss=float(disc_loss),
+                       disc_acc=float(((disc_logits > 0) == (labels != 0))[real].mean()),
+                       replaced_frac=float(labels[real].mean()), disc_baseline_acc=float(1 - labels[real].mean()))
+        dwt = mlm_loss.dtype.type(obj.disc_weight)
+        dg = ws.disc_grads
+        bce_backward(dwt, disc_logits, labels, attention_mask, n_real, ws.d_dlogits.reshape(B, T))
+        dl = ws.d_dlogits
+        np.matmul(dl, ws.d_g, out=dg["discriminator_predictions.dense_prediction.weight"][0])
+        dg["discriminator_predictions.dense_prediction.bias"][0] = dl.sum()
+        np.multiply(dl[:, None], disc_w["discriminator_predictions.dense_prediction.weight"], out=ws.d_dg)
+        bias_gelu_backward(ws.d_dg, ws.d_a, ws.d_dg, dg["discriminator_predictions.dense.bias"], dc.hidden_act)
+        np.matmul(ws.d_dg.T, hd, out=dg["discriminator_predictions.dense.weight"])
+        np.matmul(ws.d_dg, disc_w["discriminator_predictions.dense.weight"], out=ws.d_dh)
+        disc.backward(ws.d_dh)
+        dgr = disc.grads
+        for k in ("electra.embeddings.LayerNorm.weight", "electra.embeddings.LayerNorm.bias"):
+            dgr[k] += genc[k]  # shared LayerNorm: discriminator + generator
+        return loss, metrics, _gather_grads(shapes, ("generator.", gg, genc), ("discriminator.", dg, dgr))
 
     step.workspaces = workspaces
     return step
+
+
+def _gather_grads(shapes, *sources):
+    """The step's gradient dict, in the order of `shapes`: (prefix, head grads, encoder grads) per model."""
+    grads = {}
+    for k in shapes:
+        for prefix, head, enc in sources:
+            if k.startswith(prefix):
+                r = k[len(prefix):]
+                grads[k] = head[r] if r in head else enc[r]
+    return grads
 
 
 def make_fast_discriminator(config):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from electra_np import optim
-from electra_np.kernels import adamw, attention, common, embeddings, gelu, layernorm, losses
+from electra_np import masking
+from electra_np.kernels import adamw, attention, common, embeddings, gelu, layernorm, losses, sampling
 from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
 from electra_np.ops.embeddings import embeddings_backward, embeddings_forward
@@ -97,6 +98,12 @@ def test_float32_exp_and_erf_are_accurate():
     z = np.linspace(-6, 6, 2001).astype(np.float32)
     erf_ref = np.array([math.erf(float(v)) for v in z])
     assert np.abs(np.array([common._erf_f32(v) for v in z]) - erf_ref).max() <= 4 * np.finfo(np.float32).eps
+    # log over the Gumbel noise's range: u + 1e-9 in [1e-9, 1], then -log(u) + 1e-9 up to ~21
+    w = np.concatenate([np.geomspace(1e-9, 1, 3001), np.linspace(0.5, 25, 3001),
+                        [np.finfo(np.float32).tiny, 0.70710677, 0.70710683, 1.0, 2.0]]).astype(np.float32)
+    log_ref = np.log(w.astype(np.float64))
+    got = np.array([common._log_f32(v) for v in w], np.float64)
+    assert np.all(np.abs(got - log_ref) <= 2 * np.finfo(np.float32).eps * np.maximum(np.abs(log_ref), 1e-30) + 1e-45)
 
 
 # ----------------------------------------------------------------------------- bias + dropout + residual + LayerNorm
@@ -116,6 +123,9 @@ def test_residual_layernorm_matches_reference(dtype, N, C, p):
     out, xhat, rstd, keep = np.empty((N, C), dtype), np.empty((N, C), dtype), np.empty(N, dtype), np.empty((N, C), np.uint8)
     layernorm.residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=b, resid=x, u=u, p=p, keep=keep)
     close(out, h_ref, dtype)
+    again = layernorm.layernorm_apply(xhat, w, beta, np.full((N, C), np.nan, dtype))  # h recomputed from xhat
+    close(again, h_ref, dtype)
+    assert np.array_equal(again, out)  # the forward's own last line, bit for bit
     ds, dd, dw, dbeta, dbias = (np.empty((N, C), dtype), np.empty((N, C), dtype), np.empty(C, dtype),
                                 np.empty(C, dtype), np.empty(C, dtype))
     layernorm.residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=dy_b, keep=keep if p else None,
@@ -157,9 +167,47 @@ def test_softmax_xent_matches_reference(dtype, M, V):
     assert loss.dtype == dtype
     close(loss, loss_ref, dtype)
     assert np.array_equal(am, logits.argmax(-1))
-    dl = logits.copy()
-    losses.softmax_xent_backward(0.7, dl, labels, lse, dl)  # in place
+    dl, db = logits.copy(), np.full(V, np.nan, dtype)
+    losses.softmax_xent_backward(0.7, dl, labels, lse, dl, dbias=db)  # in place
     close(dl, dl_ref, dtype)
+    close(db, dl_ref.sum(axis=0), dtype)
+    out = np.full((M, V), np.nan, dtype)
+    losses.softmax_xent_backward(0.7, logits, labels, lse, out)  # into another buffer: logits unchanged
+    close(out, dl_ref, dtype)
+    if M:
+        flat = np.zeros(M * V + 1, dtype)
+        with pytest.raises(ValueError, match="overlaps"):
+            losses.softmax_xent_backward(0.7, flat[:-1].reshape(M, V), labels, lse, flat[1:].reshape(M, V))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,V,T", [(1, 7, 1.0), (7, 300, 1.0), (64, 3001, 3.0)])
+def test_gumbel_argmax_matches_masking(dtype, M, V, T):
+    logits = rand(np.random.default_rng(V), (M, V), dtype, 2.0)
+    ref = masking.gumbel_sample(logits, T, np.random.default_rng(7))
+    u = np.random.default_rng(7).random((M, V), dtype=dtype)
+    got = sampling.gumbel_argmax(logits, T, u, masking.GUMBEL_EPS, np.empty(M, np.int64))
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [sampling.PARALLEL_MIN, sampling.PARALLEL_MIN + 3, 3 * sampling.PARALLEL_MIN + 6])
+@pytest.mark.parametrize("kept_back", [False, True])
+def test_fill_uniform_is_rng_random(dtype, n, kept_back):
+    """Two threads, the same numbers and the same generator state after: a float32 draw before leaves
+    32 bits kept back in the generator, which the fill must use first."""
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    if kept_back:
+        a.random(dtype=np.float32), b.random(dtype=np.float32)
+    got = sampling.fill_uniform(a, np.empty(n, dtype))
+    want = b.random(n, dtype=dtype)
+    assert np.array_equal(got, want)
+    for rng_a, rng_b in ((a, b),):  # the streams go on identically, in both widths
+        assert np.array_equal(rng_a.random(5, dtype=np.float32), rng_b.random(5, dtype=np.float32))
+        assert np.array_equal(rng_a.random(5), rng_b.random(5))
+    other = np.random.Generator(np.random.MT19937(3))  # no advance(): rng.random itself
+    assert np.array_equal(sampling.fill_uniform(other, np.empty(n, dtype)),
+                          np.random.Generator(np.random.MT19937(3)).random(n, dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -242,7 +290,6 @@ def test_row_sums_and_bias(dtype):
     x = rand(rng, (11, 300), dtype)
     out = np.empty(300, dtype)
     close(common.sum_rows(x, out), x.sum(axis=0), dtype)
-    close(common.sum_rows_wide(x, np.empty(300, dtype)), x.sum(axis=0), dtype)
     b = rand(rng, (300,), dtype)
     y = x.copy()
     close(common.add_bias(y, b), x + b, dtype)

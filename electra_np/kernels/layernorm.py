@@ -144,3 +144,21 @@ def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, k
     dw[...], dbeta[...] = sums[0], sums[1]
     if dbias is not None:
         as_output("dbias", dbias, dt, (C,))[...] = sums[2]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _layernorm_apply(xhat, w, beta, out):
+    N, C = xhat.shape
+    for i in prange(N):
+        for j in range(C):
+            out[i, j] = xhat[i, j] * w[j] + beta[j]
+
+
+def layernorm_apply(xhat, w, beta, out):
+    """out (N, C) = xhat * w + beta: a LayerNorm's output again from its saved normalized input, the
+    forward's last line (the fast encoder keeps xhat and recomputes h in backward instead of keeping both)."""
+    dt = float_dtype("xhat", xhat)
+    N, C = xhat.shape
+    xhat = as_input("xhat", xhat, dt)
+    _layernorm_apply(xhat, as_input("w", w, dt, (C,)), as_input("beta", beta, dt, (C,)), as_output("out", out, dt, (N, C)))
+    return out

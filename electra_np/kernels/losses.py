@@ -2,7 +2,12 @@
 
 Softmax cross-entropy over the gathered rows (M, V): forward stores only the per-row log-sum-exp (M,);
 backward rewrites the logits buffer in place into dlogits = (exp(l - lse) - onehot) * dloss / M, so the
-(M, V) matrix exists once. Rows run in prange; the per-row losses are added in row order.
+(M, V) matrix exists once, and sums dlogits over rows on the way (the output bias gradient). Rows run in
+prange; the per-row losses are added in row order.
+
+Why the backward kernel takes one array, read and written: given two arrays, LLVM cannot know they do not
+overlap, so it guards its vectorized loop with a runtime overlap check, and when they are the same buffer
+(the step's case) it runs the scalar fallback loop: 4x slower here. One array needs no check.
 Binary cross-entropy: B x T values, one sequential pass (too small to split).
 """
 
@@ -11,7 +16,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, as_input, as_output, exp_, float_dtype
+from .common import FASTMATH, as_input, as_output, exp_, first_index, float_dtype, num_chunks, row_max
+
+
+SUM_BLOCK = 512  # exp sums in the logits' dtype over blocks, then in float64: V is large
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -19,13 +27,14 @@ def _softmax_xent_forward(logits, labels, lse, row_loss, argmax):
     M, V = logits.shape
     for i in prange(M):
         row = logits[i]
-        m, am = row[0], 0
-        for j in range(1, V):
-            if row[j] > m:  # first maximum, as np.argmax
-                m, am = row[j], j
-        total = 0.0  # float64 accumulator: V is large
-        for j in range(V):
-            total += exp_(row[j] - m)
+        m = row_max(row)
+        am = first_index(row, m)
+        total = 0.0
+        for lo in range(0, V, SUM_BLOCK):
+            part = row.dtype.type(0)
+            for j in range(lo, min(lo + SUM_BLOCK, V)):
+                part += exp_(row[j] - m)
+            total += part
         s = m + math.log(total)
         lse[i] = s
         row_loss[i] = s - row[labels[i]]
@@ -53,25 +62,44 @@ def softmax_xent_forward(logits, labels, lse, row_loss, argmax):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _softmax_xent_backward(logits, labels, lse, scale, dlogits):
-    M, V = logits.shape
-    dt = logits.dtype.type
-    for i in prange(M):
-        s = dt(lse[i])
-        row, out = logits[i], dlogits[i]
-        for j in range(V):
-            out[j] = exp_(row[j] - s) * scale
-        out[labels[i]] -= scale
+def _softmax_xent_backward(d, labels, lse, scale, partial, want_sum):
+    M, V = d.shape
+    P = partial.shape[0]
+    dt = d.dtype.type
+    for ch in prange(P):
+        acc = partial[ch]
+        if want_sum:
+            for j in range(V):
+                acc[j] = 0
+        for i in range(ch * M // P, (ch + 1) * M // P):
+            s = dt(lse[i])
+            row = d[i]
+            for j in range(V):
+                row[j] = exp_(row[j] - s) * scale
+            row[labels[i]] -= scale
+            if want_sum:
+                for j in range(V):
+                    acc[j] += row[j]
 
 
-def softmax_xent_backward(dloss, logits, labels, lse, dlogits):
-    """dlogits (M, V) = (softmax(logits) - onehot(labels)) * dloss / M; dlogits may be logits (in place)."""
+def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None):
+    """dlogits (M, V) = (softmax(logits) - onehot(labels)) * dloss / M, best in place (dlogits is logits;
+    otherwise logits is copied into dlogits first). dbias (V,) = dlogits summed over rows, when given
+    (per-thread partials added in a fixed order)."""
     dt = float_dtype("logits", logits)
     M, V = logits.shape
     logits = as_input("logits", logits, dt)
     as_output("dlogits", dlogits, dt, (M, V))
-    _softmax_xent_backward(logits, as_input("labels", labels, np.int64, (M,)), as_input("lse", lse, np.float64, (M,)),
-                           dt.type(dloss / dt.type(max(M, 1))), dlogits)
+    if dlogits.ctypes.data != logits.ctypes.data:
+        if np.shares_memory(dlogits, logits):
+            raise ValueError("dlogits overlaps logits without being the same buffer")
+        np.copyto(dlogits, logits)
+    want_sum = dbias is not None
+    partial = np.empty((num_chunks(), V if want_sum else 1), dt)  # unread without dbias
+    _softmax_xent_backward(dlogits, as_input("labels", labels, np.int64, (M,)), as_input("lse", lse, np.float64, (M,)),
+                           dt.type(dloss / dt.type(max(M, 1))), partial, want_sum)
+    if want_sum:
+        partial.sum(axis=0, out=as_output("dbias", dbias, dt, (V,)))
     return dlogits
 
 
