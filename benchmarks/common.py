@@ -4,7 +4,9 @@ runs in its own process so that its peak RSS is its own; the parent alternates t
 side (ElectraForMaskedLM + ElectraForPreTraining sharing embeddings, loaded with electra_np's weights).
 
 Environment: NUMBA_THREADING_LAYER=workqueue everywhere (torch's OpenMP and Numba may share a process);
-the thread count is ELECTRA_NP_THREADS (default 2) for both sides.
+the thread count is ELECTRA_NP_THREADS (default 2) for both sides; electra_np is imported before NumPy, as
+the `electra-np` commands do, so OPENBLAS_THREAD_TIMEOUT=12 holds in every process (PyTorch's BLAS is MKL,
+which does not read it).
 """
 
 import json
@@ -21,6 +23,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import electra_np  # noqa: E402,F401  (first: it shortens OpenBLAS's idle spin before NumPy loads OpenBLAS, threads.py)
 import numpy as np  # noqa: E402
 
 THREADS = int(os.environ.get("ELECTRA_NP_THREADS", "2"))

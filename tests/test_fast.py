@@ -179,3 +179,23 @@ def test_kernels_use_the_workqueue_layer_unless_told_otherwise():
     env["NUMBA_THREADING_LAYER"] = "omp"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "omp"
+
+
+def test_openblas_idle_spin_is_shortened_when_electra_np_comes_first():
+    """threads.quiet_blas_spin: OPENBLAS_THREAD_TIMEOUT=12 set on import, before NumPy loads OpenBLAS;
+    an explicit value wins; after NumPy it sets nothing and says so."""
+    import os
+    import subprocess
+    import sys
+
+    def run(code, **extra):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+        env.update(extra)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    show = "import os; from electra_np.threads import thread_info; i = thread_info(); " \
+           "print(i['openblas_thread_timeout'], i['set_before_numpy'])"
+    assert run("import electra_np; " + show) == ["12", "True"]
+    assert run("import electra_np; " + show, OPENBLAS_THREAD_TIMEOUT="20") == ["20", "True"]
+    assert run("import numpy, electra_np; " + show) == ["None", "False"]
