@@ -8,8 +8,7 @@ activation and gradient buffer allocated once per (B, T, dtype) and reused by ev
 Semantics are model.electra_forward + model.electra_backward's, to float tolerance: the same validation
 (model.prepare_step: the same checks and masking draws), the same draws from `rng` in the
 same order (masking.corrupt; each dropout's float32 uniforms, generator first, in forward order;
-masking.gumbel_sample's noise), the same metrics. The draws are rng.random's own numbers, two threads
-filling each (kernels/sampling.py).
+masking.gumbel_sample's noise), the same metrics.
 
 The returned `grads` are views into the workspace: valid until the next call of the same step function
 with the same batch shape, which overwrites them. Copy them to keep them.
@@ -30,12 +29,12 @@ import numpy as np
 
 from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
 from .kernels.blas import bmm
-from .kernels.common import add_bias, sum_rows
+from .kernels.common import add_bias, num_chunks, sum_rows
 from .kernels.embeddings import embeddings_backward, embeddings_forward
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
 from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
-from .kernels.sampling import fill_uniform, gumbel_argmax
+from .kernels.sampling import gumbel_argmax
 from .masking import GUMBEL_EPS
 from .model import prepare_step
 from .ops.attention import MASKED
@@ -74,8 +73,9 @@ class Arena:
 
 
 def _draw(rng, buf):
-    """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream (two threads)."""
-    return fill_uniform(rng, buf)
+    """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream."""
+    rng.random(dtype=buf.dtype, out=buf)
+    return buf
 
 
 class _Layer:
@@ -297,6 +297,7 @@ class Workspace:
         self.M_cap = 0
         self._head_buffers(B * setup.objective.max_predictions(T), E, V, gen_c.hidden_size, gen_alloc)
         self.gen_dh = gen_alloc((N, gen_c.hidden_size), dt)
+        self.xent_partial = gen_alloc((num_chunks(), V), dt)  # the output bias gradient's per-thread sums
         self.gen_grads = {"generator_predictions.dense.weight": np.empty((E, gen_c.hidden_size), dt),
                           "generator_predictions.dense.bias": np.empty(E, dt),
                           "generator_predictions.LayerNorm.weight": np.empty(E, dt),
@@ -375,7 +376,7 @@ def make_fast_step(setup):
             if samples is None:
                 if rng is None:
                     raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
-                u = fill_uniform(rng, ws.gumbel_u[:M])
+                u = _draw(rng, ws.gumbel_u[:M])  # masking.gumbel_sample's draw
                 samples = gumbel_argmax(logits, obj.temperature, u, GUMBEL_EPS, np.empty(M, np.int64))
             samples = np.asarray(samples, np.int64)
 
@@ -386,7 +387,7 @@ def make_fast_step(setup):
         genc["electra.embeddings.position_embeddings.weight"].fill(0)
         genc["electra.embeddings.token_type_embeddings.weight"].fill(0)
         softmax_xent_backward(1.0, logits, mlm_labels, ws.lse[:M], logits,  # logits now hold dlogits
-                              dbias=gg["generator_lm_head.bias"])
+                              dbias=gg["generator_lm_head.bias"], partial=ws.xent_partial)
         np.matmul(logits.T, hz, out=genc[WORD])  # (V, E): tied output path
         dz = ws.dz[:M]
         np.matmul(logits, gen_w[WORD], out=dz)  # (M, E)

@@ -191,26 +191,6 @@ def test_gumbel_argmax_matches_masking(dtype, M, V, T):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [sampling.PARALLEL_MIN, sampling.PARALLEL_MIN + 3, 3 * sampling.PARALLEL_MIN + 6])
-@pytest.mark.parametrize("kept_back", [False, True])
-def test_fill_uniform_is_rng_random(dtype, n, kept_back):
-    """Two threads, the same numbers and the same generator state after: a float32 draw before leaves
-    32 bits kept back in the generator, which the fill must use first."""
-    a, b = np.random.default_rng(11), np.random.default_rng(11)
-    if kept_back:
-        a.random(dtype=np.float32), b.random(dtype=np.float32)
-    got = sampling.fill_uniform(a, np.empty(n, dtype))
-    want = b.random(n, dtype=dtype)
-    assert np.array_equal(got, want)
-    for rng_a, rng_b in ((a, b),):  # the streams go on identically, in both widths
-        assert np.array_equal(rng_a.random(5, dtype=np.float32), rng_b.random(5, dtype=np.float32))
-        assert np.array_equal(rng_a.random(5), rng_b.random(5))
-    other = np.random.Generator(np.random.MT19937(3))  # no advance(): rng.random itself
-    assert np.array_equal(sampling.fill_uniform(other, np.empty(n, dtype)),
-                          np.random.Generator(np.random.MT19937(3)).random(n, dtype=dtype))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_bce_matches_reference(dtype):
     rng = np.random.default_rng(1)
     z = rand(rng, (3, 5), dtype, 4.0)

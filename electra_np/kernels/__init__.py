@@ -6,7 +6,7 @@ NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.
     layernorm.py   bias + dropout + residual + LayerNorm, and backward  (ops/layer.py, ops/layernorm.py)
     losses.py      gathered softmax cross-entropy, binary CE (ops/losses.py)
     embeddings.py  gather + LayerNorm + dropout, scatter-add backward   (ops/embeddings.py)
-    sampling.py    Gumbel argmax; rng.random's uniforms on two threads  (masking.gumbel_sample, rng.random)
+    sampling.py    Gumbel noise + argmax, fused                         (masking.gumbel_sample)
     adamw.py       the AdamW update                                     (optim.AdamW.update)
     common.py      wrapper checks, vectorizable float32 exp/erf/tanh/log, row maximum, bias add, column sums
 

@@ -82,10 +82,10 @@ def _softmax_xent_backward(d, labels, lse, scale, partial, want_sum):
                     acc[j] += row[j]
 
 
-def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None):
+def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None, partial=None):
     """dlogits (M, V) = (softmax(logits) - onehot(labels)) * dloss / M, best in place (dlogits is logits;
     otherwise logits is copied into dlogits first). dbias (V,) = dlogits summed over rows, when given
-    (per-thread partials added in a fixed order)."""
+    (per-thread partials, `partial` (threads, V) if given, added in a fixed order)."""
     dt = float_dtype("logits", logits)
     M, V = logits.shape
     logits = as_input("logits", logits, dt)
@@ -95,7 +95,9 @@ def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None):
             raise ValueError("dlogits overlaps logits without being the same buffer")
         np.copyto(dlogits, logits)
     want_sum = dbias is not None
-    partial = np.empty((num_chunks(), V if want_sum else 1), dt)  # unread without dbias
+    shape = (num_chunks(), V if want_sum else 1)  # unread without dbias
+    if partial is None or partial.shape != shape or partial.dtype != dt:
+        partial = np.empty(shape, dt)
     _softmax_xent_backward(dlogits, as_input("labels", labels, np.int64, (M,)), as_input("lse", lse, np.float64, (M,)),
                            dt.type(dloss / dt.type(max(M, 1))), partial, want_sum)
     if want_sum:
