@@ -112,18 +112,26 @@ class _Encoder:
         self.layers = [_Layer(B, T, H, NH, F, dt, p_att, p_hid, alloc) for _ in range(c.num_hidden_layers)]
         # scratch shared by the layers (forward and backward run one layer at a time)
         self.h1 = alloc((N, H), dt)  # the layer's h1 (forward), recomputed from xhat1 (backward)
-        self.hs_out = (alloc((N, H), dt), alloc((N, H), dt))  # layer outputs h2, alternately (forward)
-        self.x_in = alloc((N, H), dt)  # a layer's input recomputed from the layer below's xhat2 (backward)
         self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
+        self.gf = alloc((N, F), dt)  # gelu(a) of the layer being computed
+        self.wqkv, self.bqkv = alloc((3 * H, H), dt), alloc(3 * H, dt)
+        # scratch of the forward only, then of the backward only: in an Arena the two share their bytes
+        # (the output, in hs_out, is read by the head before backward starts)
+        start = alloc.used if isinstance(alloc, Arena) else None
+        self.hs_out = (alloc((N, H), dt), alloc((N, H), dt))  # layer outputs h2, alternately
         self.u_att = alloc((B, NH, T, T), np.float32) if p_att else None
         self.u_hid = alloc((N, H), np.float32) if p_hid else None
         self.u_emb = alloc((N, E), np.float32) if p_hid else None
-        self.y, self.tmp, self.dd = alloc((N, H), dt), alloc((N, H), dt), alloc((N, H), dt)
+        self.y = alloc((N, H), dt)
+        if start is not None:
+            forward_end, alloc.used = alloc.used, start
+        self.x_in = alloc((N, H), dt)  # a layer's input recomputed from the layer below's xhat2
+        self.tmp, self.dd = alloc((N, H), dt), alloc((N, H), dt)
         self.ds_a, self.ds_b = alloc((N, H), dt), alloc((N, H), dt)
         self.dctx, self.dqkv, self.dgf = alloc((N, H), dt), alloc((N, 3 * H), dt), alloc((N, F), dt)
-        self.gf = alloc((N, F), dt)  # gelu(a) of the layer being computed
         self.de, self.de_s = alloc((N, E), dt), alloc((N, E), dt)
-        self.wqkv, self.bqkv = alloc((3 * H, H), dt), alloc(3 * H, dt)
+        if start is not None:
+            alloc.used = max(alloc.used, forward_end)
         self.grads = self._grad_buffers(shared)
 
     def _grad_buffers(self, shared):
@@ -282,6 +290,7 @@ class Workspace:
         self.electra = setup.objective.objective == "electra"
         gen_arena, disc_arena = Arena(), Arena()
         self._build(setup, gen_arena, disc_arena)  # sizing pass
+        self.gen_bytes, self.disc_bytes = gen_arena.used, disc_arena.used
         self.arena_bytes = max(gen_arena.used, disc_arena.used) + Arena.ALIGN
         self.block = np.empty(self.arena_bytes, np.uint8)
         self._build(setup, Arena(self.block), Arena(self.block))

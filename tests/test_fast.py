@@ -199,3 +199,25 @@ def test_openblas_idle_spin_is_shortened_when_electra_np_comes_first():
     assert run("import electra_np; " + show) == ["12", "True"]
     assert run("import electra_np; " + show, OPENBLAS_THREAD_TIMEOUT="20") == ["20", "True"]
     assert run("import numpy, electra_np; " + show) == ["None", "False"]
+
+
+def test_generator_and_discriminator_activations_share_one_block():
+    """fast.Workspace: both encoders' activations live in one block, sized for the larger of the two
+    (the generator's backward is over before the discriminator's forward), and stay correct when the
+    discriminator's forward overwrites the generator's buffers on every step (compare runs 3 steps)."""
+    from electra_np.fast import Arena
+
+    setup = make_setup()
+    params = perturbed(setup, np.float64)
+    b = batch()
+    step = make_step(setup, "fast")
+    step(params, b, np.random.default_rng(0))
+    ws = next(iter(step.workspaces.values()))
+    assert 0 < ws.gen_bytes < ws.disc_bytes  # the generator is the smaller
+    assert ws.block.nbytes == ws.disc_bytes + Arena.ALIGN < ws.gen_bytes + ws.disc_bytes
+    assert np.shares_memory(ws.gen.layers[0].a, ws.block) and np.shares_memory(ws.disc.layers[0].a, ws.block)
+    assert np.shares_memory(ws.logits, ws.block)
+    assert not np.shares_memory(ws.gen.grads["electra.encoder.layer.0.qkv.weight"], ws.block)
+    # the forward-only scratch and the backward-only scratch overlap
+    assert ws.disc.x_in.ctypes.data == ws.disc.hs_out[0].ctypes.data  # both start where the pair begins
+    compare(setup, params, b, 1e-10, steps=3)
