@@ -327,7 +327,7 @@ def test_bmm_batched_blas_path_at_model_size():
     q, k = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)
     s = np.empty((B, NH, T, T), np.float32)
     if not blas.available(np.float32):
-        pytest.skip("batched BLAS off (ELECTRA_NP_BATCHED_BLAS != 1) or absent from NumPy's OpenBLAS")
+        pytest.skip("batched BLAS off (ELECTRA_NP_BATCHED_BLAS=0) or absent from NumPy's OpenBLAS")
     assert blas.uses_batched_blas(q, k.swapaxes(-1, -2), s)
     blas.bmm(q, k.swapaxes(-1, -2), s)
     close(s, q @ k.swapaxes(-1, -2), np.float32)
