@@ -83,6 +83,12 @@ def test_bias_gelu_matches_reference(dtype, act, N, C):
     close(da, da_ref, dtype)
     close(g2, g_ref, dtype)  # recomputed forward output
     close(db, da_ref.sum(axis=0), dtype)
+    inplace = dg.copy()
+    gelu.bias_gelu_backward(inplace, a, inplace, db, act)  # da in dg's buffer: the fast step's call
+    assert np.array_equal(inplace, da)
+    flat = np.zeros(N * C + 1, dtype)
+    with pytest.raises(ValueError, match="overlaps"):
+        gelu.bias_gelu_backward(flat[1:].reshape(N, C), a, flat[:-1].reshape(N, C), db, act)
 
 
 def test_float32_exp_and_erf_are_accurate():

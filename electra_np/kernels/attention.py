@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import bmm
-from .common import FASTMATH, _keep_scale, as_input, as_output, exp_
+from .common import FASTMATH, _keep_scale, as_input, as_output, exp_, in_place
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -74,26 +74,25 @@ def softmax_dropout_forward(scores, bias, scale, p, u, probs, probs_d=None, keep
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _softmax_dropout_backward(dprobs_d, probs, keep, p, keep_scale, drop, scale, dscores, probs_d):
+def _softmax_dropout_backward(d, probs, keep, p, keep_scale, drop, scale, probs_d):
     B, NH, T, Tk = probs.shape
     zero = probs.dtype.type(0)
     for bh in prange(B * NH):
         b, h = bh // NH, bh % NH
         for i in range(T):
-            g_row, p_row, ds_row = dprobs_d[b, h, i], probs[b, h, i], dscores[b, h, i]
+            p_row, ds_row = probs[b, h, i], d[b, h, i]  # ds_row holds dP' and becomes dS
             c = zero
             if drop:
                 k_row, d_row = keep[b, h, i], probs_d[b, h, i]
                 for j in range(Tk):
                     mk = keep_scale if k_row[j] else zero
-                    g = g_row[j] * mk  # dropout backward
+                    g = ds_row[j] * mk  # dropout backward
                     ds_row[j] = g
                     d_row[j] = p_row[j] * mk  # P' recomputed, bit-equal to the forward's
                     c += g * p_row[j]
             else:
                 for j in range(Tk):
-                    ds_row[j] = g_row[j]
-                    c += g_row[j] * p_row[j]
+                    c += ds_row[j] * p_row[j]
             for j in range(Tk):
                 ds_row[j] = p_row[j] * (ds_row[j] - c) * scale
 
@@ -104,14 +103,14 @@ def softmax_dropout_backward(dprobs_d, probs, keep, p, scale, dscores, probs_d=N
     dt = probs.dtype
     dprobs_d = as_input("dprobs_d", dprobs_d, dt, probs.shape)
     probs = as_input("probs", probs, dt)
-    as_output("dscores", dscores, dt, probs.shape)
+    in_place("dscores", as_output("dscores", dscores, dt, probs.shape), dprobs_d)  # dP' becomes dS there
     drop = keep is not None
     if drop:
         keep = as_input("keep", keep, np.uint8, probs.shape)
         as_output("probs_d", probs_d, dt, probs.shape)
     else:
         keep, probs_d = np.empty((1, 1, 1, 1), np.uint8), np.empty((1, 1, 1, 1), dt)
-    _softmax_dropout_backward(dprobs_d, probs, keep, np.float32(p), _keep_scale(dt, p), drop, dt.type(scale), dscores, probs_d)
+    _softmax_dropout_backward(dscores, probs, keep, np.float32(p), _keep_scale(dt, p), drop, dt.type(scale), probs_d)
 
 
 # ----------------------------------------------------------------------------- the core, with its matmuls

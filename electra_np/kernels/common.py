@@ -62,6 +62,20 @@ def as_output(name, a, dtype, shape):
     return a
 
 
+def in_place(name, out, src):
+    """The buffer a one-array kernel rewrites: `out`, holding `src` (copied in unless out is src).
+
+    Why kernels take one array to read and write, not an input and an output: given two, LLVM cannot
+    know that they do not overlap, so it guards its vectorized loop with a runtime overlap check, and
+    when they are the same buffer (the fast step's case) it runs the scalar fallback: measured here,
+    the MLM loss backward 4x slower, GELU backward 1.2x, softmax backward 1.4x."""
+    if out.ctypes.data != src.ctypes.data:
+        if np.shares_memory(out, src):
+            raise ValueError(f"{name} overlaps its input without being the same buffer")
+        np.copyto(out, src)
+    return out
+
+
 def float_dtype(name, a):
     if a.dtype not in (np.float32, np.float64):
         raise ValueError(f"{name} must be float32 or float64, got {a.dtype}")

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from .common import (FASTMATH, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF, TANH_COEF, as_input, as_output, erf_,
-                     exp_, float_dtype, num_chunks, tanh_)
+                     exp_, float_dtype, in_place, num_chunks, tanh_)
 
 EXACT, TANH = 0, 1
 ACT_CODES = {"gelu": EXACT, "gelu_new": TANH, "gelu_pytorch_tanh": TANH}
@@ -40,7 +40,7 @@ def bias_gelu_forward(a, b, g, act="gelu"):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _bias_gelu_backward(dg, a, da, partial, act, g, want_g):
+def _bias_gelu_backward(d, a, partial, act, g, want_g):
     N, C = a.shape
     P = partial.shape[0]
     dt = a.dtype.type
@@ -53,16 +53,16 @@ def _bias_gelu_backward(dg, a, da, partial, act, g, want_g):
                 x = a[i, j]
                 if act == EXACT:
                     cdf = half * (dt(1.0) + erf_(x * rs2))
-                    d = cdf + x * exp_(-half * x * x) * ipdf
+                    dv = cdf + x * exp_(-half * x * x) * ipdf
                     if want_g:
                         g[i, j] = x * cdf
                 else:
                     t = tanh_(c * (x + k * x * x * x))
-                    d = half * (dt(1.0) + t) + half * x * (dt(1.0) - t * t) * c * (dt(1.0) + dt(3.0) * k * x * x)
+                    dv = half * (dt(1.0) + t) + half * x * (dt(1.0) - t * t) * c * (dt(1.0) + dt(3.0) * k * x * x)
                     if want_g:
                         g[i, j] = half * x * (dt(1.0) + t)
-                v = dg[i, j] * d
-                da[i, j] = v
+                v = d[i, j] * dv
+                d[i, j] = v
                 partial[ch, j] += v
 
 
@@ -73,12 +73,12 @@ def bias_gelu_backward(dg, a, da, db=None, act="gelu", partial=None, g=None):
     dt = float_dtype("a", a)
     a = as_input("a", a, dt)
     dg = as_input("dg", dg, dt, a.shape)
-    as_output("da", da, dt, a.shape)
+    in_place("da", as_output("da", da, dt, a.shape), dg)  # the kernel turns dg into da in da's buffer
     if partial is None or partial.shape != (num_chunks(), a.shape[1]) or partial.dtype != dt:
         partial = np.empty((num_chunks(), a.shape[1]), dt)
     want_g = g is not None
     g = as_output("g", g, dt, a.shape) if want_g else np.empty((1, 1), dt)
-    _bias_gelu_backward(dg, a, da, partial, ACT_CODES[act], g, want_g)
+    _bias_gelu_backward(da, a, partial, ACT_CODES[act], g, want_g)
     if db is not None:
         as_output("db", db, dt, (a.shape[1],))
         partial.sum(axis=0, out=db)  # partials added in a fixed order

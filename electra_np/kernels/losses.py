@@ -3,11 +3,8 @@
 Softmax cross-entropy over the gathered rows (M, V): forward stores only the per-row log-sum-exp (M,);
 backward rewrites the logits buffer in place into dlogits = (exp(l - lse) - onehot) * dloss / M, so the
 (M, V) matrix exists once, and sums dlogits over rows on the way (the output bias gradient). Rows run in
-prange; the per-row losses are added in row order.
-
-Why the backward kernel takes one array, read and written: given two arrays, LLVM cannot know they do not
-overlap, so it guards its vectorized loop with a runtime overlap check, and when they are the same buffer
-(the step's case) it runs the scalar fallback loop: 4x slower here. One array needs no check.
+prange; the per-row losses are added in row order. The backward
+kernel reads and writes one array (common.in_place says why).
 Binary cross-entropy: B x T values, one sequential pass (too small to split).
 """
 
@@ -16,7 +13,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, as_input, as_output, exp_, first_index, float_dtype, num_chunks, row_max
+from .common import FASTMATH, as_input, as_output, exp_, first_index, float_dtype, in_place, num_chunks, row_max
 
 
 SUM_BLOCK = 512  # exp sums in the logits' dtype over blocks, then in float64: V is large
@@ -89,11 +86,7 @@ def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None, parti
     dt = float_dtype("logits", logits)
     M, V = logits.shape
     logits = as_input("logits", logits, dt)
-    as_output("dlogits", dlogits, dt, (M, V))
-    if dlogits.ctypes.data != logits.ctypes.data:
-        if np.shares_memory(dlogits, logits):
-            raise ValueError("dlogits overlaps logits without being the same buffer")
-        np.copyto(dlogits, logits)
+    in_place("dlogits", as_output("dlogits", dlogits, dt, (M, V)), logits)
     want_sum = dbias is not None
     shape = (num_chunks(), V if want_sum else 1)  # unread without dbias
     if partial is None or partial.shape != shape or partial.dtype != dt:
