@@ -48,7 +48,6 @@ def instrument():
                  "prepare_step", "gumbel_argmax", "key_bias"):
         setattr(fast, name, timer(name, getattr(fast, name)))
     fast.bmm = timer("bmm (BLAS, batched attention)", fast.bmm)
-    fast._draw = timer("uniforms: dropout + Gumbel (rng.random)", fast._draw)
     fast.np = _NumpyProxy()
 
 

@@ -7,8 +7,8 @@ activation and gradient buffer allocated once per (B, T, dtype) and reused by ev
 
 Semantics are model.electra_forward + model.electra_backward's, to float tolerance: the same validation
 (model.prepare_step: the same checks and masking draws), the same draws from `rng` in the
-same order (masking.corrupt; each dropout's float32 uniforms, generator first, in forward order;
-masking.gumbel_sample's noise), the same metrics.
+same order (masking.corrupt; each dropout's counter_rng seed, generator first, in forward order;
+masking.gumbel_sample's seed), the same metrics. The kernels compute the uniforms from the seeds.
 
 The returned `grads` are views into the workspace: valid until the next call of the same step function
 with the same batch shape, which overwrites them. Copy them to keep them.
@@ -34,6 +34,7 @@ from .kernels.embeddings import embeddings_backward, embeddings_forward
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
 from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
+from .counter_rng import draw_seed
 from .kernels.sampling import gumbel_argmax
 from .masking import GUMBEL_EPS
 from .model import prepare_step
@@ -70,12 +71,6 @@ class Arena:
         if self.used > len(self.block):
             raise RuntimeError(f"arena block of {len(self.block)} bytes is too small (needs {self.used})")
         return self.block[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def _draw(rng, buf):
-    """ops/dropout.py dropout_mask's draw, into a reused buffer: the same float32 stream."""
-    rng.random(dtype=buf.dtype, out=buf)
-    return buf
 
 
 class _Layer:
@@ -119,9 +114,6 @@ class _Encoder:
         # (the output, in hs_out, is read by the head before backward starts)
         start = alloc.used if isinstance(alloc, Arena) else None
         self.hs_out = (alloc((N, H), dt), alloc((N, H), dt))  # layer outputs h2, alternately
-        self.u_att = alloc((B, NH, T, T), np.float32) if p_att else None
-        self.u_hid = alloc((N, H), np.float32) if p_hid else None
-        self.u_emb = alloc((N, E), np.float32) if p_hid else None
         self.y = alloc((N, H), dt)
         if start is not None:
             forward_end, alloc.used = alloc.used, start
@@ -172,7 +164,7 @@ class _Encoder:
         embeddings_forward(ids, types, w[WORD], w["electra.embeddings.position_embeddings.weight"],
                            w["electra.embeddings.token_type_embeddings.weight"], w["electra.embeddings.LayerNorm.weight"],
                            w["electra.embeddings.LayerNorm.bias"], eps, self.e_out, self.e_xhat, self.e_rstd,
-                           u=_draw(rng, self.u_emb) if p_hid else None, p=p_hid, keep=self.e_keep)
+                           seed=draw_seed(rng) if p_hid else None, p=p_hid, keep=self.e_keep)
         x = self.e_out  # (N, E)
         if self.proj:
             np.matmul(x, w["electra.embeddings_project.weight"].T, out=self.x0)
@@ -187,21 +179,21 @@ class _Encoder:
             add_bias(L.qkv, self.bqkv)  # (N, 3H)
             q, k, v = self._heads(L.qkv)  # (B, NH, T, hs) views
             bmm(q, k.swapaxes(-1, -2), self.scores)  # (B, NH, T, T)
-            softmax_dropout_forward(self.scores, bias, scale, p_att, _draw(rng, self.u_att) if p_att else None,
+            softmax_dropout_forward(self.scores, bias, scale, p_att, draw_seed(rng) if p_att else None,
                                     L.probs, self.probs_d, L.keep_a)
             bmm(self.probs_d if p_att else L.probs, v, L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3))
             np.matmul(L.ctx, w[lw + "attention.output.dense.weight"].T, out=self.y)
             residual_layernorm_forward(self.y, w[lw + "attention.output.LayerNorm.weight"],
                                        w[lw + "attention.output.LayerNorm.bias"], eps, self.h1, L.xhat1, L.rstd1,
                                        bias=w[lw + "attention.output.dense.bias"], resid=x,
-                                       u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep1)
+                                       seed=draw_seed(rng) if p_hid else None, p=p_hid, keep=L.keep1)
             np.matmul(self.h1, w[lw + "intermediate.dense.weight"].T, out=L.a)  # (N, F)
             bias_gelu_forward(L.a, w[lw + "intermediate.dense.bias"], self.gf, c.hidden_act)
             np.matmul(self.gf, w[lw + "output.dense.weight"].T, out=self.y)  # (N, H)
             h2 = self.hs_out[i % 2]
             residual_layernorm_forward(self.y, w[lw + "output.LayerNorm.weight"], w[lw + "output.LayerNorm.bias"], eps,
                                        h2, L.xhat2, L.rstd2, bias=w[lw + "output.dense.bias"], resid=self.h1,
-                                       u=_draw(rng, self.u_hid) if p_hid else None, p=p_hid, keep=L.keep2)
+                                       seed=draw_seed(rng) if p_hid else None, p=p_hid, keep=L.keep2)
             x = h2
         self.w = w
         return x
@@ -307,6 +299,7 @@ class Workspace:
         self._head_buffers(B * setup.objective.max_predictions(T), E, V, gen_c.hidden_size, gen_alloc)
         self.gen_dh = gen_alloc((N, gen_c.hidden_size), dt)
         self.xent_partial = gen_alloc((num_chunks(), V), dt)  # the output bias gradient's per-thread sums
+        self.gumbel_rows = gen_alloc((num_chunks(), V), dt)  # a row of perturbed logits per thread
         self.gen_grads = {"generator_predictions.dense.weight": np.empty((E, gen_c.hidden_size), dt),
                           "generator_predictions.dense.bias": np.empty(E, dt),
                           "generator_predictions.LayerNorm.weight": np.empty(E, dt),
@@ -332,7 +325,6 @@ class Workspace:
         self.ha, self.hg, self.hz, self.hxhat = (alloc((M, E), dt) for _ in range(4))
         self.hrstd, self.dz = alloc(M, dt), alloc((M, E), dt)
         self.logits = alloc((M, V), dt)
-        self.gumbel_u = alloc((M, V), dt) if self.electra else None  # the samples' uniforms, then noisy logits
         self.lse, self.row_loss, self.argmax = alloc(M, np.float64), alloc(M, np.float64), alloc(M, np.int64)
 
 
@@ -385,8 +377,8 @@ def make_fast_step(setup):
             if samples is None:
                 if rng is None:
                     raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
-                u = _draw(rng, ws.gumbel_u[:M])  # masking.gumbel_sample's draw
-                samples = gumbel_argmax(logits, obj.temperature, u, GUMBEL_EPS, np.empty(M, np.int64))
+                samples = gumbel_argmax(logits, obj.temperature, draw_seed(rng), GUMBEL_EPS, np.empty(M, np.int64),
+                                        scratch=ws.gumbel_rows)  # masking.gumbel_sample's draw and argmax
             samples = np.asarray(samples, np.int64)
 
         # ---- generator backward, before the discriminator runs (its buffers are about to be reused).

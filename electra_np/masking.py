@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .counter_rng import draw_seed, uniforms
+
 GUMBEL_EPS = 1e-9  # official sample_from_softmax: -log(-log(u + 1e-9) + 1e-9)
 
 
@@ -91,9 +93,10 @@ def positions_from_indices(positions, B, T):
 def gumbel_sample(logits, temperature, rng):
     """argmax(logits / temperature + g), g = -log(-log(u)) Gumbel noise: a sample from
     softmax(logits / temperature). No gradient flows through it. The noise is drawn in the logits' dtype
-    (float32 training draws float32 uniforms: half the random bits and memory traffic of float64).
+    (float32 training draws float32 uniforms: half the random bits and memory traffic of float64), from
+    counter_rng for one seed drawn from `rng` (kernels/sampling.py computes the same ones in its kernel).
     Inputs: logits (M, V). Returns: (M,) int64."""
     dtype = np.float32 if logits.dtype == np.float32 else np.float64
-    u = rng.random(logits.shape, dtype=dtype)
+    u = uniforms(draw_seed(rng), logits.shape, dtype)
     g = -np.log(-np.log(u + dtype(GUMBEL_EPS)) + dtype(GUMBEL_EPS))
     return np.argmax(logits * dtype(1.0 / temperature) + g, axis=-1)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from electra_np import optim
-from electra_np import masking
+from electra_np import counter_rng, masking
+from electra_np.counter_rng import draw_seed
 from electra_np.kernels import adamw, attention, common, embeddings, gelu, layernorm, losses, sampling
 from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
@@ -125,9 +126,11 @@ def test_residual_layernorm_matches_reference(dtype, N, C, p):
     h_ref, ln_cache = ln_ops.layer_norm_forward(x + a, w, beta, eps)
     ds_ref, dw_ref, dbeta_ref = ln_ops.layer_norm_backward(dy_a + dy_b, ln_cache)
     dd_ref = dropout.dropout_backward(ds_ref, drop_cache)
-    u = np.random.default_rng(3).random((N, C), dtype=np.float32) if p else None
+    seed = draw_seed(np.random.default_rng(3)) if p else None  # dropout_mask's draw
     out, xhat, rstd, keep = np.empty((N, C), dtype), np.empty((N, C), dtype), np.empty(N, dtype), np.empty((N, C), np.uint8)
-    layernorm.residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=b, resid=x, u=u, p=p, keep=keep)
+    layernorm.residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=b, resid=x, seed=seed, p=p, keep=keep)
+    if p:
+        assert np.array_equal(keep != 0, mask != 0)  # the same dropout pattern, from the seed alone
     close(out, h_ref, dtype)
     again = layernorm.layernorm_apply(xhat, w, beta, np.full((N, C), np.nan, dtype))  # h recomputed from xhat
     close(again, h_ref, dtype)
@@ -191,8 +194,8 @@ def test_softmax_xent_matches_reference(dtype, M, V):
 def test_gumbel_argmax_matches_masking(dtype, M, V, T):
     logits = rand(np.random.default_rng(V), (M, V), dtype, 2.0)
     ref = masking.gumbel_sample(logits, T, np.random.default_rng(7))
-    u = np.random.default_rng(7).random((M, V), dtype=dtype)
-    got = sampling.gumbel_argmax(logits, T, u, masking.GUMBEL_EPS, np.empty(M, np.int64))
+    seed = draw_seed(np.random.default_rng(7))
+    got = sampling.gumbel_argmax(logits, T, seed, masking.GUMBEL_EPS, np.empty(M, np.int64))
     assert np.array_equal(got, ref)
 
 
@@ -231,11 +234,11 @@ def test_embeddings_match_reference(dtype, T, p):
     g_ref = embeddings_backward(dx, cache)
     N = B * T
     out, xhat, rstd, keep = np.empty((N, E), dtype), np.empty((N, E), dtype), np.empty(N, dtype), np.empty((N, E), np.uint8)
-    u = np.random.default_rng(2).random((N, E), dtype=np.float32) if p else None
+    seed = draw_seed(np.random.default_rng(2)) if p else None
     embeddings.embeddings_forward(ids, types, w["embeddings.word_embeddings.weight"],
                                   w["embeddings.position_embeddings.weight"], w["embeddings.token_type_embeddings.weight"],
                                   w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], 1e-12,
-                                  out, xhat, rstd, u=u, p=p, keep=keep)
+                                  out, xhat, rstd, seed=seed, p=p, keep=keep)
     close(out, x_ref.reshape(N, E), dtype)
     dword, dpos, dtyp = np.zeros((V, E), dtype), np.zeros((9, E), dtype), np.zeros((2, E), dtype)
     dw, db, ds = np.empty(E, dtype), np.empty(E, dtype), np.empty((N, E), dtype)
@@ -340,3 +343,33 @@ def test_bmm_batched_blas_path_at_model_size():
     ctx = np.empty((B, T, NH, hs), np.float32)
     blas.bmm(s.swapaxes(-1, -2), q, ctx.transpose(0, 2, 1, 3))
     close(ctx.transpose(0, 2, 1, 3), s.swapaxes(-1, -2) @ q, np.float32)
+
+
+# ----------------------------------------------------------------------------- counter-based uniforms
+
+def test_counter_uniforms_kernel_twin_is_bit_equal():
+    """kernels/common.py uniform_at / uniform64_at against counter_rng.uniforms, at the ends of the seed
+    range and for a drawn seed; the numbers are uniform and the float32 ones multiples of 2^-24."""
+    from numba import njit
+
+    @njit
+    def fill(seed, out32, out64):
+        for i in range(out32.size):
+            out32[i] = common.uniform_at(seed, i)
+            out64[i] = common.uniform64_at(seed, i)
+
+    n = 10007
+    for seed in (np.uint64(0), np.uint64(2 ** 64 - 1), draw_seed(np.random.default_rng(5))):
+        a, b = np.empty(n, np.float32), np.empty(n)
+        fill(seed, a, b)
+        assert np.array_equal(a, counter_rng.uniforms(seed, n, np.float32))
+        assert np.array_equal(b, counter_rng.uniforms(seed, (n,), np.float64))
+        assert 0 <= a.min() and a.max() < 1 and np.all(a * 2 ** 24 == np.round(a * 2 ** 24))
+        assert abs(a.mean() - 0.5) < 0.01 and abs(b.var() - 1 / 12) < 0.005
+    u = counter_rng.uniforms(np.uint64(7), (3, 4, 5))
+    assert np.array_equal(u.reshape(-1), counter_rng.uniforms(np.uint64(7), 60))  # flat C order
+    assert not np.array_equal(u, counter_rng.uniforms(np.uint64(8), (3, 4, 5)))
+    hist = np.histogram(counter_rng.uniforms(np.uint64(9), 200_000), bins=20, range=(0, 1))[0]
+    assert hist.min() > 9_500 and hist.max() < 10_500  # expected 10,000 per bin, sd 98
+    with pytest.raises(ValueError, match="seed"):
+        common.as_seed(-1)

@@ -6,18 +6,20 @@
 
 The kernels run in prange over (batch, head) pairs; each pair's rows are independent. A query whose keys
 are all padding gets an all-zero row, as in the reference. The dropout keep pattern is stored as one byte
-per probability (u >= p of the float32 uniforms the reference draws), so backward never stores P'.
+per probability (u >= p, u the reference's counter_rng uniforms, computed in the kernel from the seed and
+each probability's position), so backward never stores P'.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from .blas import bmm
-from .common import FASTMATH, _keep_scale, as_input, as_output, exp_, in_place
+from ..counter_rng import draw_seed
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, in_place, uniform_at
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _softmax_dropout_forward(scores, bias, scale, u, p, keep_scale, drop, probs, probs_d, keep):
+def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, probs, probs_d, keep):
     B, NH, T, Tk = scores.shape
     ninf = -np.inf
     for bh in prange(B * NH):
@@ -44,33 +46,34 @@ def _softmax_dropout_forward(scores, bias, scale, u, p, keep_scale, drop, probs,
                 for j in range(Tk):
                     p_row[j] = p_row[j] * inv
             if drop:
-                d_row, k_row, u_row = probs_d[b, h, i], keep[b, h, i], u[b, h, i]
+                d_row, k_row = probs_d[b, h, i], keep[b, h, i]
+                at = (bh * T + i) * Tk  # the row's first flat position
                 for j in range(Tk):
-                    k = u_row[j] >= p
+                    k = uniform_at(seed, at + j) >= p
                     k_row[j] = k
                     d_row[j] = p_row[j] * (keep_scale if k else scores.dtype.type(0))
 
 
-def softmax_dropout_forward(scores, bias, scale, p, u, probs, probs_d=None, keep=None):
+def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None, keep=None):
     """P = softmax(scores * scale + bias) (rows of all -inf give 0), P' = P * (u >= p) / (1 - p).
 
     Inputs:  scores (B, NH, T, T) (= q k^T); bias (B, T) additive key mask (0 / -inf); scale; p;
-             u (B, NH, T, T) float32 uniforms, or None for no dropout
-    Outputs (written): probs (B, NH, T, T); probs_d same shape and keep (uint8) when u is given
+             seed: the counter_rng seed of the uniforms u (B, NH, T, T), or None for no dropout
+    Outputs (written): probs (B, NH, T, T); probs_d same shape and keep (uint8) when seed is given
     """
     dt = scores.dtype
     B, NH, T, Tk = scores.shape
     scores = as_input("scores", scores, dt)
     bias = as_input("bias", bias, dt, (B, Tk))
     as_output("probs", probs, dt, scores.shape)
-    drop = u is not None
+    drop = seed is not None
     if drop:
-        u = as_input("u", u, np.float32, scores.shape)
         as_output("probs_d", probs_d, dt, scores.shape)
         as_output("keep", keep, np.uint8, scores.shape)
     else:
-        u, probs_d, keep = np.empty((1, 1, 1, 1), np.float32), probs, np.empty((1, 1, 1, 1), np.uint8)  # unread
-    _softmax_dropout_forward(scores, bias, dt.type(scale), u, np.float32(p), _keep_scale(dt, p), drop, probs, probs_d, keep)
+        probs_d, keep = probs, np.empty((1, 1, 1, 1), np.uint8)  # unread
+    _softmax_dropout_forward(scores, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, probs, probs_d,
+                             keep)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -117,7 +120,7 @@ def softmax_dropout_backward(dprobs_d, probs, keep, p, scale, dscores, probs_d=N
 
 def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
     """The twin of ops.attention.attention_core_forward, with the key mask given as bias (B, T) of 0 / -inf
-    (ops.attention.key_mask_bias(...)[:, 0, 0]). Draws the same float32 uniforms from rng.
+    (ops.attention.key_mask_bias(...)[:, 0, 0]). Draws the same dropout seed from rng.
 
     Inputs:  q, k, v (B, NH, T, hs), any strides BLAS accepts; buffers: a dict from `attention_buffers`
     Returns: ctx (B, NH, T, hs), cache
@@ -127,10 +130,8 @@ def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
     scale = 1.0 / np.sqrt(hs)
     bmm(q, k.swapaxes(-1, -2), buf["scores"])  # (B, NH, T, T)
     drop = p_drop > 0 and rng is not None
-    if drop:
-        rng.random(dtype=np.float32, out=buf["u"])  # ops/dropout.py dropout_mask's draw
-    softmax_dropout_forward(buf["scores"], bias, scale, p_drop, buf["u"] if drop else None, buf["probs"],
-                            buf["probs_d"], buf["keep"])
+    seed = draw_seed(rng) if drop else None  # ops/dropout.py dropout_mask's draw
+    softmax_dropout_forward(buf["scores"], bias, scale, p_drop, seed, buf["probs"], buf["probs_d"], buf["keep"])
     bmm(buf["probs_d"] if drop else buf["probs"], v, buf["ctx"])  # (B, NH, T, hs)
     return buf["ctx"], (q, k, v, buf, p_drop, drop)
 
@@ -152,5 +153,5 @@ def attention_buffers(B, NH, T, hs, dtype):
     """Every array the core writes, allocated once and reused by every call with the same shapes."""
     sq, sv = (B, NH, T, T), (B, NH, T, hs)
     return {"scores": np.empty(sq, dtype), "probs": np.empty(sq, dtype), "probs_d": np.empty(sq, dtype),
-            "keep": np.empty(sq, np.uint8), "u": np.empty(sq, np.float32), "ctx": np.empty(sv, dtype),
+            "keep": np.empty(sq, np.uint8), "ctx": np.empty(sv, dtype),
             "dq": np.empty(sv, dtype), "dk": np.empty(sv, dtype), "dv": np.empty(sv, dtype)}

@@ -24,6 +24,8 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from ..counter_rng import GOLDEN, MIX1, MIX2
+
 # fastmath without nnan / ninf: masked softmax rows meet -inf, and an infinity must stay one
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 LOG2E = 1.4426950408889634
@@ -74,6 +76,15 @@ def in_place(name, out, src):
             raise ValueError(f"{name} overlaps its input without being the same buffer")
         np.copyto(out, src)
     return out
+
+
+def as_seed(seed):
+    """A counter_rng seed as the kernels take it (np.uint64); an unused placeholder for None."""
+    if seed is None:
+        return np.uint64(0)
+    if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
+        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
+    return np.uint64(seed)
 
 
 def float_dtype(name, a):
@@ -245,6 +256,27 @@ def first_index(row, m):
         if row[j] == m:
             return j
     return 0
+
+
+@njit(inline="always", cache=True)
+def uniform_at(seed, i):
+    """counter_rng.uniforms(seed, ...)'s float32 at flat position i: SplitMix64 of seed + (i + 1) GOLDEN,
+    its top 24 bits times 2^-24. Integer arithmetic only (wrapping uint64), so bit-equal to the NumPy twin."""
+    z = seed + np.uint64(i + 1) * np.uint64(GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    z = z ^ (z >> np.uint64(31))
+    return np.float32(z >> np.uint64(40)) * np.float32(2.0 ** -24)
+
+
+@njit(inline="always", cache=True)
+def uniform64_at(seed, i):
+    """The float64 twin: the top 53 bits times 2^-53."""
+    z = seed + np.uint64(i + 1) * np.uint64(GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * 2.0 ** -53
 
 
 def tanh_(x):

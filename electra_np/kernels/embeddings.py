@@ -15,14 +15,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, float_dtype, num_chunks
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, uniform_at
 from .layernorm import _dummy
 
 COL_BLOCK = 16
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, u, p, keep_scale, drop, out, xhat, rstd, keep):
+def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_scale, drop, out, xhat, rstd, keep):
     B, T = ids.shape
     E = word.shape[1]
     dt = word.dtype.type
@@ -45,16 +45,16 @@ def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, u, p, keep_sca
             xr[j] = xr[j] * r
             y = xr[j] * w[j] + beta[j]
             if drop:
-                k = u[n, j] >= p
+                k = uniform_at(seed, n * E + j) >= p
                 keep[n, j] = k
                 y = y * (keep_scale if k else dt(0.0))
             out[n, j] = y
 
 
-def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd, u=None, p=0.0, keep=None):
+def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd, seed=None, p=0.0, keep=None):
     """Inputs:  ids, types (B, T) int64; word (V, E), pos (P, E), typ (Y, E); w, beta (E,) LayerNorm; eps;
-             u (B*T, E) float32 uniforms or None (no dropout), p
-    Outputs: out (B*T, E), xhat (B*T, E), rstd (B*T,), keep (B*T, E) uint8 when u is given
+             seed: the dropout uniforms' counter_rng seed, or None (no dropout), p
+    Outputs: out (B*T, E), xhat (B*T, E), rstd (B*T,), keep (B*T, E) uint8 when seed is given
     """
     dt = float_dtype("word", word)
     B, T = ids.shape
@@ -66,13 +66,13 @@ def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd
     w, beta = as_input("w", w, dt, (E,)), as_input("beta", beta, dt, (E,))
     for name, a, shape in (("out", out, (B * T, E)), ("xhat", xhat, (B * T, E)), ("rstd", rstd, (B * T,))):
         as_output(name, a, dt, shape)
-    drop = u is not None
+    drop = seed is not None
     if drop:
-        u = as_input("u", u, np.float32, (B * T, E))
         as_output("keep", keep, np.uint8, (B * T, E))
     else:
-        u, keep = _dummy(np.float32, 2), _dummy(np.uint8, 2)
-    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), u, np.float32(p), _keep_scale(dt, p), drop, out, xhat, rstd, keep)
+        keep = _dummy(np.uint8, 2)
+    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
+                        out, xhat, rstd, keep)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, float_dtype, num_chunks
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, uniform_at
 
 _NONE = {}
 
@@ -29,7 +29,7 @@ def _dummy(dt, ndim):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, u, p, keep_scale, drop, w, beta, eps, out, xhat, rstd, keep):
+def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd, keep):
     N, C = y.shape
     dt = y.dtype.type
     for i in prange(N):
@@ -39,7 +39,7 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, u, p, keep_
             if has_bias:
                 a = a + bias[j]
             if drop:
-                k = u[i, j] >= p
+                k = uniform_at(seed, i * C + j) >= p
                 keep[i, j] = k
                 a = a * (keep_scale if k else dt(0.0))
             if has_resid:
@@ -60,10 +60,10 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, u, p, keep_
             out[i, j] = xr[j] * w[j] + beta[j]
 
 
-def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resid=None, u=None, p=0.0, keep=None):
+def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resid=None, seed=None, p=0.0, keep=None):
     """Inputs:  y (N, C) the dense output before its bias; w, beta (C,) LayerNorm; bias (C,) or None;
-             resid (N, C) or None; u (N, C) float32 uniforms or None (no dropout), p
-    Outputs: out (N, C), xhat (N, C), rstd (N,), keep (N, C) uint8 (when u is given)
+             resid (N, C) or None; seed: the dropout uniforms' counter_rng seed, or None (no dropout), p
+    Outputs: out (N, C), xhat (N, C), rstd (N,), keep (N, C) uint8 (when seed is given)
     """
     dt = float_dtype("y", y)
     N, C = y.shape
@@ -71,16 +71,15 @@ def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resi
     w, beta = as_input("w", w, dt, (C,)), as_input("beta", beta, dt, (C,))
     for name, a, shape in (("out", out, (N, C)), ("xhat", xhat, (N, C)), ("rstd", rstd, (N,))):
         as_output(name, a, dt, shape)
-    has_bias, has_resid, drop = bias is not None, resid is not None, u is not None
+    has_bias, has_resid, drop = bias is not None, resid is not None, seed is not None
     bias = as_input("bias", bias, dt, (C,)) if has_bias else _dummy(dt, 1)
     resid = as_input("resid", resid, dt, (N, C)) if has_resid else _dummy(dt, 2)
     if drop:
-        u = as_input("u", u, np.float32, (N, C))
         as_output("keep", keep, np.uint8, (N, C))
     else:
-        u, keep = _dummy(np.float32, 2), _dummy(np.uint8, 2)
-    _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, u, np.float32(p), _keep_scale(dt, p), drop, w, beta, dt.type(eps),
-                                out, xhat, rstd, keep)
+        keep = _dummy(np.uint8, 2)
+    _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, w, beta,
+                                dt.type(eps), out, xhat, rstd, keep)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

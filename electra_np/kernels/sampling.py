@@ -1,8 +1,9 @@
-"""Gumbel sampling, fused: the twin of masking.gumbel_sample for uniforms already drawn.
+"""Gumbel sampling, fused: the twin of masking.gumbel_sample.
 
-    gumbel_argmax(logits, t, u, eps, out) = argmax(logits / t - log(-log(u + eps) + eps)) per row
+    gumbel_argmax(logits, t, seed, eps, out) = argmax(logits / t - log(-log(u + eps) + eps)) per row,
+    u = counter_rng.uniforms(seed, logits.shape, logits.dtype), computed in the kernel
 
-One pass per row in prange (the reference makes four full-size temporaries). float32 computes its logs
+One pass per row in prange (the reference makes five full-size temporaries). float32 computes its logs
 with the vectorizable Cephes log (common.log_), within 2 ulp of np.log, so a sample can differ from the
 reference's only where two candidates tie to within a few ulp; float64 uses libm's log.
 """
@@ -10,25 +11,34 @@ reference's only where two candidates tie to within a few ulp; float64 uses libm
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, as_input, as_output, first_index, float_dtype, log_, row_max
+from .common import (FASTMATH, as_input, as_output, as_seed, first_index, float_dtype, log_, num_chunks, row_max,
+                     uniform64_at, uniform_at)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _gumbel_argmax(logits, u, inv_temp, eps, out):
+def _gumbel_argmax(logits, seed, wide, inv_temp, eps, scratch, out):
     M, V = logits.shape
-    for i in prange(M):
-        row, g = logits[i], u[i]
-        for j in range(V):
-            g[j] = row[j] * inv_temp - log_(-log_(g[j] + eps) + eps)
-        out[i] = first_index(g, row_max(g))
+    P = scratch.shape[0]
+    dt = logits.dtype.type
+    for ch in prange(P):  # rows in P fixed ranges, each with its own scratch row
+        g = scratch[ch]
+        for i in range(ch * M // P, (ch + 1) * M // P):
+            row = logits[i]
+            for j in range(V):
+                u = dt(uniform64_at(seed, i * V + j)) if wide else dt(uniform_at(seed, i * V + j))
+                g[j] = row[j] * inv_temp - log_(-log_(u + eps) + eps)
+            out[i] = first_index(g, row_max(g))
 
 
-def gumbel_argmax(logits, temperature, u, eps, out):
-    """out (M,) int64 = argmax over V of logits / temperature + Gumbel noise from the uniforms u (M, V)
-    (logits' dtype), which are overwritten with the perturbed logits. eps: masking.GUMBEL_EPS."""
+def gumbel_argmax(logits, temperature, seed, eps, out, scratch=None):
+    """out (M,) int64 = argmax over V of logits / temperature + Gumbel noise, from the counter_rng
+    uniforms of `seed` in the logits' dtype. eps: masking.GUMBEL_EPS. scratch (threads, V) of the logits'
+    dtype holds a row's perturbed logits (made here when not given)."""
     dt = float_dtype("logits", logits)
     M, V = logits.shape
     logits = as_input("logits", logits, dt)
-    as_output("u", u, dt, (M, V))
-    _gumbel_argmax(logits, u, dt.type(1.0 / temperature), dt.type(eps), as_output("out", out, np.int64, (M,)))
+    if scratch is None or scratch.shape != (num_chunks(), V) or scratch.dtype != dt:
+        scratch = np.empty((num_chunks(), V), dt)
+    _gumbel_argmax(logits, as_seed(seed), dt == np.float64, dt.type(1.0 / temperature), dt.type(eps), scratch,
+                   as_output("out", out, np.int64, (M,)))
     return out

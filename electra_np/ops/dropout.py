@@ -2,10 +2,14 @@
 
 import numpy as np
 
+from ..counter_rng import draw_seed, uniforms
+
 
 def dropout_mask(shape, p, rng, dtype):
-    """A keep-mask scaled by 1/(1-p): entries are 0 or 1/(1-p). Drawn from the numpy Generator `rng`."""
-    keep = rng.random(shape, dtype=np.float32) >= p
+    """A keep-mask scaled by 1/(1-p): entries are 0 or 1/(1-p), kept where a float32 uniform is >= p.
+    The uniforms are counter_rng's for one seed drawn from the numpy Generator `rng` (the fast path's
+    kernels compute the same numbers in place)."""
+    keep = uniforms(draw_seed(rng), shape, np.float32) >= p
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
 
 
