@@ -80,13 +80,11 @@ class _Layer:
         N = B * T
         self.qkv = alloc((N, 3 * H), dt)
         self.probs = alloc((B, NH, T, T), dt)
-        self.keep_a = alloc((B, NH, T, T), np.uint8) if p_att else None
         self.ctx = alloc((N, H), dt)
         self.xhat1, self.rstd1 = alloc((N, H), dt), alloc(N, dt)  # h1 = xhat1 * w + beta, recomputed
         self.a = alloc((N, F), dt)  # the FFN pre-activation; gelu(a) is recomputed in backward
         self.xhat2, self.rstd2 = alloc((N, H), dt), alloc(N, dt)  # h2 likewise (the next layer's input)
-        self.keep1 = alloc((N, H), np.uint8) if p_hid else None
-        self.keep2 = alloc((N, H), np.uint8) if p_hid else None
+        self.seeds = (None, None, None)  # the step's dropout seeds: attention, hidden 1, hidden 2 (no masks kept)
 
 
 class _Encoder:
@@ -102,7 +100,6 @@ class _Encoder:
         p_att, p_hid = c.attention_probs_dropout_prob, c.hidden_dropout_prob
         self.proj = E != H
         self.e_out, self.e_xhat, self.e_rstd = alloc((N, E), dt), alloc((N, E), dt), alloc(N, dt)
-        self.e_keep = alloc((N, E), np.uint8) if p_hid else None
         self.x0 = alloc((N, H), dt) if self.proj else None
         self.layers = [_Layer(B, T, H, NH, F, dt, p_att, p_hid, alloc) for _ in range(c.num_hidden_layers)]
         # scratch shared by the layers (forward and backward run one layer at a time)
@@ -161,10 +158,11 @@ class _Encoder:
         p_hid = c.hidden_dropout_prob if rng is not None else 0.0
         self.p_att, self.p_hid = p_att, p_hid
         eps = c.layer_norm_eps
+        self.e_seed = draw_seed(rng) if p_hid else None
         embeddings_forward(ids, types, w[WORD], w["electra.embeddings.position_embeddings.weight"],
                            w["electra.embeddings.token_type_embeddings.weight"], w["electra.embeddings.LayerNorm.weight"],
                            w["electra.embeddings.LayerNorm.bias"], eps, self.e_out, self.e_xhat, self.e_rstd,
-                           seed=draw_seed(rng) if p_hid else None, p=p_hid, keep=self.e_keep)
+                           seed=self.e_seed, p=p_hid)
         x = self.e_out  # (N, E)
         if self.proj:
             np.matmul(x, w["electra.embeddings_project.weight"].T, out=self.x0)
@@ -172,6 +170,8 @@ class _Encoder:
         scale = 1.0 / np.sqrt(hs)
         for i, L in enumerate(self.layers):
             lw = f"electra.encoder.layer.{i}."
+            # the layer's three dropout seeds, in the reference's order (attention, then the two hidden)
+            L.seeds = tuple(draw_seed(rng) if p else None for p in (p_att, p_hid, p_hid))
             for j, name in enumerate(("query", "key", "value")):
                 self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]
                 self.bqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.bias"]
@@ -179,21 +179,20 @@ class _Encoder:
             add_bias(L.qkv, self.bqkv)  # (N, 3H)
             q, k, v = self._heads(L.qkv)  # (B, NH, T, hs) views
             bmm(q, k.swapaxes(-1, -2), self.scores)  # (B, NH, T, T)
-            softmax_dropout_forward(self.scores, bias, scale, p_att, draw_seed(rng) if p_att else None,
-                                    L.probs, self.probs_d, L.keep_a)
+            softmax_dropout_forward(self.scores, bias, scale, p_att, L.seeds[0], L.probs, self.probs_d)
             bmm(self.probs_d if p_att else L.probs, v, L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3))
             np.matmul(L.ctx, w[lw + "attention.output.dense.weight"].T, out=self.y)
             residual_layernorm_forward(self.y, w[lw + "attention.output.LayerNorm.weight"],
                                        w[lw + "attention.output.LayerNorm.bias"], eps, self.h1, L.xhat1, L.rstd1,
                                        bias=w[lw + "attention.output.dense.bias"], resid=x,
-                                       seed=draw_seed(rng) if p_hid else None, p=p_hid, keep=L.keep1)
+                                       seed=L.seeds[1], p=p_hid)
             np.matmul(self.h1, w[lw + "intermediate.dense.weight"].T, out=L.a)  # (N, F)
             bias_gelu_forward(L.a, w[lw + "intermediate.dense.bias"], self.gf, c.hidden_act)
             np.matmul(self.gf, w[lw + "output.dense.weight"].T, out=self.y)  # (N, H)
             h2 = self.hs_out[i % 2]
             residual_layernorm_forward(self.y, w[lw + "output.LayerNorm.weight"], w[lw + "output.LayerNorm.bias"], eps,
                                        h2, L.xhat2, L.rstd2, bias=w[lw + "output.dense.bias"], resid=self.h1,
-                                       seed=draw_seed(rng) if p_hid else None, p=p_hid, keep=L.keep2)
+                                       seed=L.seeds[2], p=p_hid)
             x = h2
         self.w = w
         return x
@@ -224,7 +223,7 @@ class _Encoder:
             ds2 = self.ds_a
             residual_layernorm_backward(dy_a, L.xhat2, L.rstd2, w[lw + "output.LayerNorm.weight"], ds2,
                                         g[lw + "output.LayerNorm.weight"], g[lw + "output.LayerNorm.bias"], dy_b=dy_b,
-                                        keep=L.keep2 if p_hid else None, p=p_hid, dd=self.dd if p_hid else None,
+                                        seed=L.seeds[2], p=p_hid, dd=self.dd if p_hid else None,
                                         dbias=g[lw + "output.dense.bias"])
             df = self.dd if p_hid else ds2  # (N, H)
             np.matmul(df, w[lw + "output.dense.weight"], out=self.dgf)  # dg (N, F)
@@ -239,7 +238,7 @@ class _Encoder:
             residual_layernorm_backward(ds2, L.xhat1, L.rstd1, w[lw + "attention.output.LayerNorm.weight"], ds1,
                                         g[lw + "attention.output.LayerNorm.weight"],
                                         g[lw + "attention.output.LayerNorm.bias"], dy_b=self.tmp,
-                                        keep=L.keep1 if p_hid else None, p=p_hid, dd=self.dd if p_hid else None,
+                                        seed=L.seeds[1], p=p_hid, dd=self.dd if p_hid else None,
                                         dbias=g[lw + "attention.output.dense.bias"])
             do = self.dd if p_hid else ds1
             np.matmul(do.T, L.ctx, out=g[lw + "attention.output.dense.weight"])
@@ -249,7 +248,7 @@ class _Encoder:
             dq, dk, dv = self._heads(self.dqkv)
             dctx = self.dctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, NH, T, hs)
             bmm(dctx, v.swapaxes(-1, -2), self.scores)  # dP'
-            softmax_dropout_backward(self.scores, L.probs, L.keep_a if p_att else None, p_att, scale, self.scores,
+            softmax_dropout_backward(self.scores, L.probs, L.seeds[0], p_att, scale, self.scores,
                                      self.probs_d)  # dS * scale
             bmm((self.probs_d if p_att else L.probs).swapaxes(-1, -2), dctx, dv)
             bmm(self.scores, k, dq)
@@ -270,7 +269,7 @@ class _Encoder:
         embeddings_backward(dx, self.ids, self.types, self.e_xhat, self.e_rstd, w["electra.embeddings.LayerNorm.weight"],
                             g[WORD], g["electra.embeddings.position_embeddings.weight"],
                             g["electra.embeddings.token_type_embeddings.weight"], g["electra.embeddings.LayerNorm.weight"],
-                            g["electra.embeddings.LayerNorm.bias"], self.de_s, keep=self.e_keep if p_hid else None, p=p_hid)
+                            g["electra.embeddings.LayerNorm.bias"], self.de_s, seed=self.e_seed, p=p_hid)
 
 
 class Workspace:

@@ -5,9 +5,9 @@
               dS = s * P * (dP - sum(dP * P)), dP = dP' * mask, recomputing P' = P * mask on the way.
 
 The kernels run in prange over (batch, head) pairs; each pair's rows are independent. A query whose keys
-are all padding gets an all-zero row, as in the reference. The dropout keep pattern is stored as one byte
-per probability (u >= p, u the reference's counter_rng uniforms, computed in the kernel from the seed and
-each probability's position), so backward never stores P'.
+are all padding gets an all-zero row, as in the reference. The dropout pattern (u >= p, u the reference's
+counter_rng uniforms) is never stored: both kernels compute it from the seed and each probability's
+position, and backward rewrites P' from P with it.
 """
 
 import numpy as np
@@ -19,7 +19,7 @@ from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, i
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, probs, probs_d, keep):
+def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, probs, probs_d):
     B, NH, T, Tk = scores.shape
     ninf = -np.inf
     for bh in prange(B * NH):
@@ -46,20 +46,18 @@ def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, pro
                 for j in range(Tk):
                     p_row[j] = p_row[j] * inv
             if drop:
-                d_row, k_row = probs_d[b, h, i], keep[b, h, i]
+                d_row = probs_d[b, h, i]
                 at = (bh * T + i) * Tk  # the row's first flat position
                 for j in range(Tk):
-                    k = uniform_at(seed, at + j) >= p
-                    k_row[j] = k
-                    d_row[j] = p_row[j] * (keep_scale if k else scores.dtype.type(0))
+                    d_row[j] = p_row[j] * (keep_scale if uniform_at(seed, at + j) >= p else scores.dtype.type(0))
 
 
-def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None, keep=None):
+def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None):
     """P = softmax(scores * scale + bias) (rows of all -inf give 0), P' = P * (u >= p) / (1 - p).
 
     Inputs:  scores (B, NH, T, T) (= q k^T); bias (B, T) additive key mask (0 / -inf); scale; p;
              seed: the counter_rng seed of the uniforms u (B, NH, T, T), or None for no dropout
-    Outputs (written): probs (B, NH, T, T); probs_d same shape and keep (uint8) when seed is given
+    Outputs (written): probs (B, NH, T, T); probs_d same shape when seed is given
     """
     dt = scores.dtype
     B, NH, T, Tk = scores.shape
@@ -69,15 +67,13 @@ def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None, k
     drop = seed is not None
     if drop:
         as_output("probs_d", probs_d, dt, scores.shape)
-        as_output("keep", keep, np.uint8, scores.shape)
     else:
-        probs_d, keep = probs, np.empty((1, 1, 1, 1), np.uint8)  # unread
-    _softmax_dropout_forward(scores, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, probs, probs_d,
-                             keep)
+        probs_d = probs  # unread
+    _softmax_dropout_forward(scores, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, probs, probs_d)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _softmax_dropout_backward(d, probs, keep, p, keep_scale, drop, scale, probs_d):
+def _softmax_dropout_backward(d, probs, seed, p, keep_scale, drop, scale, probs_d):
     B, NH, T, Tk = probs.shape
     zero = probs.dtype.type(0)
     for bh in prange(B * NH):
@@ -86,9 +82,10 @@ def _softmax_dropout_backward(d, probs, keep, p, keep_scale, drop, scale, probs_
             p_row, ds_row = probs[b, h, i], d[b, h, i]  # ds_row holds dP' and becomes dS
             c = zero
             if drop:
-                k_row, d_row = keep[b, h, i], probs_d[b, h, i]
+                d_row = probs_d[b, h, i]
+                at = (bh * T + i) * Tk
                 for j in range(Tk):
-                    mk = keep_scale if k_row[j] else zero
+                    mk = keep_scale if uniform_at(seed, at + j) >= p else zero  # the forward's pattern again
                     g = ds_row[j] * mk  # dropout backward
                     ds_row[j] = g
                     d_row[j] = p_row[j] * mk  # P' recomputed, bit-equal to the forward's
@@ -100,20 +97,20 @@ def _softmax_dropout_backward(d, probs, keep, p, keep_scale, drop, scale, probs_
                 ds_row[j] = p_row[j] * (ds_row[j] - c) * scale
 
 
-def softmax_dropout_backward(dprobs_d, probs, keep, p, scale, dscores, probs_d=None):
+def softmax_dropout_backward(dprobs_d, probs, seed, p, scale, dscores, probs_d=None):
     """dS = scale * P * (dP - rowsum(dP * P)), dP = dP' * mask; also rewrites P' = P * mask into probs_d.
+    seed, p: the forward's dropout (seed None: none), whose mask is computed again here.
     `scale` is folded in so that dq = dS k and dk = dS^T q need no further pass. dscores may be dprobs_d."""
     dt = probs.dtype
     dprobs_d = as_input("dprobs_d", dprobs_d, dt, probs.shape)
     probs = as_input("probs", probs, dt)
     in_place("dscores", as_output("dscores", dscores, dt, probs.shape), dprobs_d)  # dP' becomes dS there
-    drop = keep is not None
+    drop = seed is not None
     if drop:
-        keep = as_input("keep", keep, np.uint8, probs.shape)
         as_output("probs_d", probs_d, dt, probs.shape)
     else:
-        keep, probs_d = np.empty((1, 1, 1, 1), np.uint8), np.empty((1, 1, 1, 1), dt)
-    _softmax_dropout_backward(dscores, probs, keep, np.float32(p), _keep_scale(dt, p), drop, dt.type(scale), probs_d)
+        probs_d = np.empty((1, 1, 1, 1), dt)
+    _softmax_dropout_backward(dscores, probs, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, dt.type(scale), probs_d)
 
 
 # ----------------------------------------------------------------------------- the core, with its matmuls
@@ -131,19 +128,18 @@ def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
     bmm(q, k.swapaxes(-1, -2), buf["scores"])  # (B, NH, T, T)
     drop = p_drop > 0 and rng is not None
     seed = draw_seed(rng) if drop else None  # ops/dropout.py dropout_mask's draw
-    softmax_dropout_forward(buf["scores"], bias, scale, p_drop, seed, buf["probs"], buf["probs_d"], buf["keep"])
+    softmax_dropout_forward(buf["scores"], bias, scale, p_drop, seed, buf["probs"], buf["probs_d"])
     bmm(buf["probs_d"] if drop else buf["probs"], v, buf["ctx"])  # (B, NH, T, hs)
-    return buf["ctx"], (q, k, v, buf, p_drop, drop)
+    return buf["ctx"], (q, k, v, buf, p_drop, seed)
 
 
 def attention_core_backward(dctx, cache):
     """Returns: dq, dk, dv (B, NH, T, hs) (views of the buffers)."""
-    q, k, v, buf, p_drop, drop = cache
+    q, k, v, buf, p_drop, seed = cache
     scale = 1.0 / np.sqrt(q.shape[-1])
     bmm(dctx, v.swapaxes(-1, -2), buf["scores"])  # dP' (B, NH, T, T), reusing the scores buffer
-    softmax_dropout_backward(buf["scores"], buf["probs"], buf["keep"] if drop else None, p_drop, scale,
-                             buf["scores"], buf["probs_d"])
-    bmm((buf["probs_d"] if drop else buf["probs"]).swapaxes(-1, -2), dctx, buf["dv"])
+    softmax_dropout_backward(buf["scores"], buf["probs"], seed, p_drop, scale, buf["scores"], buf["probs_d"])
+    bmm((buf["probs_d"] if seed is not None else buf["probs"]).swapaxes(-1, -2), dctx, buf["dv"])
     bmm(buf["scores"], k, buf["dq"])
     bmm(buf["scores"].swapaxes(-1, -2), q, buf["dk"])
     return buf["dq"], buf["dk"], buf["dv"]
@@ -153,5 +149,5 @@ def attention_buffers(B, NH, T, hs, dtype):
     """Every array the core writes, allocated once and reused by every call with the same shapes."""
     sq, sv = (B, NH, T, T), (B, NH, T, hs)
     return {"scores": np.empty(sq, dtype), "probs": np.empty(sq, dtype), "probs_d": np.empty(sq, dtype),
-            "keep": np.empty(sq, np.uint8), "ctx": np.empty(sv, dtype),
+            "ctx": np.empty(sv, dtype),
             "dq": np.empty(sv, dtype), "dk": np.empty(sv, dtype), "dv": np.empty(sv, dtype)}

@@ -22,7 +22,7 @@ COL_BLOCK = 16
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_scale, drop, out, xhat, rstd, keep):
+def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_scale, drop, out, xhat, rstd):
     B, T = ids.shape
     E = word.shape[1]
     dt = word.dtype.type
@@ -45,16 +45,14 @@ def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_
             xr[j] = xr[j] * r
             y = xr[j] * w[j] + beta[j]
             if drop:
-                k = uniform_at(seed, n * E + j) >= p
-                keep[n, j] = k
-                y = y * (keep_scale if k else dt(0.0))
+                y = y * (keep_scale if uniform_at(seed, n * E + j) >= p else dt(0.0))
             out[n, j] = y
 
 
-def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd, seed=None, p=0.0, keep=None):
+def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd, seed=None, p=0.0):
     """Inputs:  ids, types (B, T) int64; word (V, E), pos (P, E), typ (Y, E); w, beta (E,) LayerNorm; eps;
              seed: the dropout uniforms' counter_rng seed, or None (no dropout), p
-    Outputs: out (B*T, E), xhat (B*T, E), rstd (B*T,), keep (B*T, E) uint8 when seed is given
+    Outputs: out (B*T, E), xhat (B*T, E), rstd (B*T,); the dropout pattern is not stored (backward takes the seed)
     """
     dt = float_dtype("word", word)
     B, T = ids.shape
@@ -66,17 +64,12 @@ def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd
     w, beta = as_input("w", w, dt, (E,)), as_input("beta", beta, dt, (E,))
     for name, a, shape in (("out", out, (B * T, E)), ("xhat", xhat, (B * T, E)), ("rstd", rstd, (B * T,))):
         as_output(name, a, dt, shape)
-    drop = seed is not None
-    if drop:
-        as_output("keep", keep, np.uint8, (B * T, E))
-    else:
-        keep = _dummy(np.uint8, 2)
-    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
-                        out, xhat, rstd, keep)
+    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), as_seed(seed), np.float32(p), _keep_scale(dt, p),
+                        seed is not None, out, xhat, rstd)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _embeddings_ln_backward(dx, xhat, rstd, w, keep, p, keep_scale, drop, ds, partial):
+def _embeddings_ln_backward(dx, xhat, rstd, w, seed, p, keep_scale, drop, ds, partial):
     N, E = xhat.shape
     P = partial.shape[0]
     dt = xhat.dtype.type
@@ -92,7 +85,7 @@ def _embeddings_ln_backward(dx, xhat, rstd, w, keep, p, keep_scale, drop, ds, pa
             for j in range(E):
                 d = dx[i, j]
                 if drop:
-                    d = d * (keep_scale if keep[i, j] else dt(0.0))
+                    d = d * (keep_scale if uniform_at(seed, i * E + j) >= p else dt(0.0))
                 pw[j] += d * xr[j]
                 pb[j] += d
                 g = d * w[j]
@@ -122,9 +115,9 @@ def _embeddings_scatter(ds, ids, types, dword, dpos, dtyp):
                 dpos[t, j] += g
 
 
-def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, dbeta, ds, keep=None, p=0.0,
+def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, dbeta, ds, seed=None, p=0.0,
                         partial=None):
-    """Inputs:  dx (B*T, E); ids, types (B, T); xhat, rstd, w, keep, p: the forward's
+    """Inputs:  dx (B*T, E); ids, types (B, T); xhat, rstd, w, seed, p: the forward's (seed None: no dropout)
     Outputs: dword (V, E), dpos (P, E), dtyp (Y, E) ADDED INTO; dw, dbeta (E,) overwritten; ds (B*T, E) scratch
     """
     dt = float_dtype("xhat", xhat)
@@ -134,11 +127,10 @@ def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, db
     as_output("ds", ds, dt, (N, E))
     for name, a in (("dword", dword), ("dpos", dpos), ("dtyp", dtyp)):
         as_output(name, a, dt, (a.shape[0], E))
-    drop = keep is not None
-    keep = as_input("keep", keep, np.uint8, (N, E)) if drop else _dummy(np.uint8, 2)
     if partial is None or partial.shape != (num_chunks(), 2, E) or partial.dtype != dt:
         partial = np.empty((num_chunks(), 2, E), dt)
-    _embeddings_ln_backward(dx, xhat, rstd, as_input("w", w, dt, (E,)), keep, np.float32(p), _keep_scale(dt, p), drop, ds, partial)
+    _embeddings_ln_backward(dx, xhat, rstd, as_input("w", w, dt, (E,)), as_seed(seed), np.float32(p), _keep_scale(dt, p),
+                            seed is not None, ds, partial)
     sums = partial.sum(axis=0)
     as_output("dw", dw, dt, (E,))[...] = sums[0]
     as_output("dbeta", dbeta, dt, (E,))[...] = sums[1]

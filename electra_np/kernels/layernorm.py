@@ -29,7 +29,7 @@ def _dummy(dt, ndim):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd, keep):
+def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd):
     N, C = y.shape
     dt = y.dtype.type
     for i in prange(N):
@@ -39,9 +39,7 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, ke
             if has_bias:
                 a = a + bias[j]
             if drop:
-                k = uniform_at(seed, i * C + j) >= p
-                keep[i, j] = k
-                a = a * (keep_scale if k else dt(0.0))
+                a = a * (keep_scale if uniform_at(seed, i * C + j) >= p else dt(0.0))
             if has_resid:
                 a = resid[i, j] + a
             xr[j] = a
@@ -60,10 +58,10 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, ke
             out[i, j] = xr[j] * w[j] + beta[j]
 
 
-def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resid=None, seed=None, p=0.0, keep=None):
+def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resid=None, seed=None, p=0.0):
     """Inputs:  y (N, C) the dense output before its bias; w, beta (C,) LayerNorm; bias (C,) or None;
              resid (N, C) or None; seed: the dropout uniforms' counter_rng seed, or None (no dropout), p
-    Outputs: out (N, C), xhat (N, C), rstd (N,), keep (N, C) uint8 (when seed is given)
+    Outputs: out (N, C), xhat (N, C), rstd (N,). The dropout pattern is not stored: backward takes the seed.
     """
     dt = float_dtype("y", y)
     N, C = y.shape
@@ -74,16 +72,12 @@ def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resi
     has_bias, has_resid, drop = bias is not None, resid is not None, seed is not None
     bias = as_input("bias", bias, dt, (C,)) if has_bias else _dummy(dt, 1)
     resid = as_input("resid", resid, dt, (N, C)) if has_resid else _dummy(dt, 2)
-    if drop:
-        as_output("keep", keep, np.uint8, (N, C))
-    else:
-        keep = _dummy(np.uint8, 2)
     _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, w, beta,
-                                dt.type(eps), out, xhat, rstd, keep)
+                                dt.type(eps), out, xhat, rstd)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, keep, p, keep_scale, drop, ds, dd, want_dd, partial):
+def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, seed, p, keep_scale, drop, ds, dd, want_dd, partial):
     N, C = xhat.shape
     P = partial.shape[0]
     dt = xhat.dtype.type
@@ -111,16 +105,16 @@ def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, keep, p, keep
                 v = r * (dsr[j] - mg - xr[j] * mgx)
                 dsr[j] = v
                 if drop:
-                    v = v * (keep_scale if keep[i, j] else dt(0.0))
+                    v = v * (keep_scale if uniform_at(seed, i * C + j) >= p else dt(0.0))
                 if want_dd:
                     dd[i, j] = v
                 pd[j] += v
 
 
-def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, keep=None, p=0.0, dd=None, dbias=None,
+def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, seed=None, p=0.0, dd=None, dbias=None,
                                 partial=None):
     """Inputs:  dy_a (N, C) and optionally dy_b (N, C): upstream gradients to add (the residual merge);
-             xhat, rstd, w: the forward's; keep (N, C) uint8 or None, p
+             xhat, rstd, w: the forward's; seed, p: the forward's dropout (seed None: none)
     Outputs: ds (N, C) gradient of t (the residual stream, may be dy_a); dw, dbeta (C,);
              dd (N, C) gradient of the dense output y (ds times the dropout mask; may be ds's buffer only
              when there is no dropout); dbias (C,) = dd summed over rows
@@ -132,13 +126,13 @@ def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, k
     as_output("ds", ds, dt, (N, C))
     as_output("dw", dw, dt, (C,))
     as_output("dbeta", dbeta, dt, (C,))
-    has_b, drop, want_dd = dy_b is not None, keep is not None, dd is not None
+    has_b, drop, want_dd = dy_b is not None, seed is not None, dd is not None
     dy_b = as_input("dy_b", dy_b, dt, (N, C)) if has_b else _dummy(dt, 2)
-    keep = as_input("keep", keep, np.uint8, (N, C)) if drop else _dummy(np.uint8, 2)
     dd = as_output("dd", dd, dt, (N, C)) if want_dd else _dummy(dt, 2)
     if partial is None or partial.shape != (num_chunks(), 3, C) or partial.dtype != dt:
         partial = np.empty((num_chunks(), 3, C), dt)
-    _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, keep, np.float32(p), _keep_scale(dt, p), drop, ds, dd, want_dd, partial)
+    _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, ds, dd,
+                                 want_dd, partial)
     sums = partial.sum(axis=0)  # (3, C), partials added in a fixed order
     dw[...], dbeta[...] = sums[0], sums[1]
     if dbias is not None:
