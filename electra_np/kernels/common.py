@@ -279,6 +279,19 @@ def uniform64_at(seed, i):
     return np.float64(z >> np.uint64(11)) * 2.0 ** -53
 
 
+def uniform_like(seed, i, x):
+    """counter_rng's uniform at position i in x's dtype: uniform_at for float32, uniform64_at otherwise
+    (chosen when the kernel is compiled, so the loop has no branch)."""
+    return uniform_at(seed, i) if np.asarray(x).dtype == np.float32 else uniform64_at(seed, i)
+
+
+@overload(uniform_like, inline="always")
+def _uniform_like_overload(seed, i, x):
+    if x == types.float32:
+        return lambda seed, i, x: uniform_at(seed, i)
+    return lambda seed, i, x: uniform64_at(seed, i)
+
+
 def tanh_(x):
     return math.tanh(x)
 

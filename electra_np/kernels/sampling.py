@@ -12,20 +12,19 @@ import numpy as np
 from numba import njit, prange
 
 from .common import (FASTMATH, as_input, as_output, as_seed, first_index, float_dtype, log_, num_chunks, row_max,
-                     uniform64_at, uniform_at)
+                     uniform_like)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _gumbel_argmax(logits, seed, wide, inv_temp, eps, scratch, out):
+def _gumbel_argmax(logits, seed, inv_temp, eps, scratch, out):
     M, V = logits.shape
     P = scratch.shape[0]
-    dt = logits.dtype.type
     for ch in prange(P):  # rows in P fixed ranges, each with its own scratch row
         g = scratch[ch]
         for i in range(ch * M // P, (ch + 1) * M // P):
             row = logits[i]
             for j in range(V):
-                u = dt(uniform64_at(seed, i * V + j)) if wide else dt(uniform_at(seed, i * V + j))
+                u = uniform_like(seed, i * V + j, eps)  # in the logits' dtype (eps has it)
                 g[j] = row[j] * inv_temp - log_(-log_(u + eps) + eps)
             out[i] = first_index(g, row_max(g))
 
@@ -39,6 +38,6 @@ def gumbel_argmax(logits, temperature, seed, eps, out, scratch=None):
     logits = as_input("logits", logits, dt)
     if scratch is None or scratch.shape != (num_chunks(), V) or scratch.dtype != dt:
         scratch = np.empty((num_chunks(), V), dt)
-    _gumbel_argmax(logits, as_seed(seed), dt == np.float64, dt.type(1.0 / temperature), dt.type(eps), scratch,
+    _gumbel_argmax(logits, as_seed(seed), dt.type(1.0 / temperature), dt.type(eps), scratch,
                    as_output("out", out, np.int64, (M,)))
     return out
