@@ -52,7 +52,9 @@ def key_bias(attention_mask, dt):
 
 class Arena:
     """Hands out arrays in order from one block of memory, each 64-byte aligned. Arena() has no block: it
-    returns fresh np.empty arrays and counts the bytes (the sizing pass; untouched pages cost no memory).
+    counts the bytes and returns read-only stand-ins of the right shape that hold no memory (the sizing
+    pass: real arrays, even untouched, would churn the heap, which NumPy marks for huge pages, and the
+    kernel's khugepaged would later fill it in: RSS rising with no page faults, step after step).
     Arena(block) carves the same arrays out of `block`; two arenas on one block overlap from its start."""
 
     ALIGN = 64
@@ -67,7 +69,7 @@ class Arena:
         start = -(-self.used // self.ALIGN) * self.ALIGN
         self.used = start + nbytes
         if self.block is None:
-            return np.empty(shape, dtype)
+            return np.broadcast_to(np.empty((), dtype), shape)  # no memory: the sizing pass only counts
         if self.used > len(self.block):
             raise RuntimeError(f"arena block of {len(self.block)} bytes is too small (needs {self.used})")
         return self.block[start:start + nbytes].view(dtype).reshape(shape)
