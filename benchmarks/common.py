@@ -154,9 +154,8 @@ def memory():
 
 def reset_peak_rss():
     """Make the high-water mark the current RSS (Linux: /proc/self/clear_refs, 5), so that a side's peak
-    is that of its training steps and not of the check run before them (the NumPy reference step at B=4
-    that validates the fast step leaves ~300 MiB of freed heap that glibc keeps unless trimmed). Returns
-    whether it worked."""
+    is that of its training steps and not of the check run before them (Hugging Face's validation; ours
+    runs in a process of its own). Returns whether it worked."""
     import ctypes
     import gc
 
@@ -273,9 +272,14 @@ class OursStep:
         self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
         self.t = 0
         self.info = {"threads": thread_info()}
-        if validate:
-            self.info["validation"] = validate_fast(self.setup, self.params, random_batch(self.setup.disc.vocab_size, 4, T, 1))
-        self.info["peak_reset"] = reset_peak_rss()
+        if validate:  # in a process of its own: the reference step's freed heap would stay in this one
+            import subprocess
+            code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import common; "
+                    f"print(json.dumps(common.validate_fast_for({name!r}, {T}, {seed})))")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"validation failed:\n{out.stderr}")
+            self.info["validation"] = json.loads(out.stdout.strip().splitlines()[-1])
         for _ in range(2):
             self.run()
 
@@ -285,6 +289,12 @@ class OursStep:
         self.t += 1
         adamw_update(self.params, grads, self.m, self.v, LR, self.t)
         self.last_loss = float(loss)
+
+
+def validate_fast_for(name, T, seed=0):
+    """validate_fast on the config `name` with OursStep's parameters (same seed), at B=4."""
+    setup = build_setup(name)
+    return validate_fast(setup, setup.init_params(seed, np.float32), random_batch(setup.disc.vocab_size, 4, T, 1))
 
 
 def validate_fast(setup, params, batch, tol=2e-3):
