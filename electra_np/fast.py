@@ -37,7 +37,7 @@ from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, so
 from .counter_rng import draw_seed
 from .kernels.sampling import gumbel_argmax
 from .masking import GUMBEL_EPS
-from .model import prepare_step
+from .model import disc_metrics, prepare_step
 from .ops.attention import MASKED
 from .params import SHARED_KEYS, check_params, generator_params, sub
 from .validate import check_batch
@@ -419,10 +419,7 @@ def make_fast_step(setup):
         disc_logits = ws.d_logits.reshape(B, T)
         disc_loss, n_real = bce_forward(disc_logits, labels, attention_mask)
         loss = mlm_loss + mlm_loss.dtype.type(obj.disc_weight) * disc_loss
-        real = attention_mask != 0
-        metrics.update(loss=float(loss), disc_loss=float(disc_loss),
-                       disc_acc=float(((disc_logits > 0) == (labels != 0))[real].mean()),
-                       replaced_frac=float(labels[real].mean()), disc_baseline_acc=float(1 - labels[real].mean()))
+        metrics.update(disc_metrics(loss, disc_loss, disc_logits, labels, attention_mask))
         dwt = mlm_loss.dtype.type(obj.disc_weight)
         dg = ws.disc_grads
         bce_backward(dwt, disc_logits, labels, attention_mask, n_real, ws.d_dlogits.reshape(B, T))

@@ -123,6 +123,14 @@ class Electra:
         return init_params(self.shapes(), self.disc.initializer_range, seed, dtype)
 
 
+def disc_metrics(loss, disc_loss, disc_logits, labels, attention_mask):
+    """The step's discriminator metrics over real tokens (both backends report these)."""
+    real = attention_mask != 0
+    return {"loss": float(loss), "disc_loss": float(disc_loss),
+            "disc_acc": float(((disc_logits > 0) == (labels != 0))[real].mean()),
+            "replaced_frac": float(labels[real].mean()), "disc_baseline_acc": float(1 - labels[real].mean())}
+
+
 def prepare_step(params, setup, batch, rng, corruption, shapes=None):
     """Validation and masking shared by both paths (engine.make_step): check the parameters and the batch,
     then draw the corruption from rng unless one is given, and check it.
@@ -184,10 +192,7 @@ def electra_forward(params, setup, batch, rng=None, corruption=None, train=True)
                                                     token_type_ids, attention_mask, drop_rng)  # (B, T)
     disc_loss, disc_loss_cache = binary_cross_entropy_forward(disc_logits, labels, attention_mask)
     loss = mlm_loss + mlm_loss.dtype.type(obj.disc_weight) * disc_loss
-    real = attention_mask != 0
-    metrics.update(loss=float(loss), disc_loss=float(disc_loss),
-                   disc_acc=float(((disc_logits > 0) == (labels != 0))[real].mean()),
-                   replaced_frac=float(labels[real].mean()), disc_baseline_acc=float(1 - labels[real].mean()))
+    metrics.update(disc_metrics(loss, disc_loss, disc_logits, labels, attention_mask))
     cache.update(disc=disc_cache, disc_loss=disc_loss_cache, disc_logits=disc_logits, labels=labels)
     return loss, metrics, cache
 
