@@ -8,7 +8,8 @@ NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.
     embeddings.py  gather + LayerNorm + dropout, scatter-add backward   (ops/embeddings.py)
     sampling.py    Gumbel noise + argmax, fused                         (masking.gumbel_sample)
     adamw.py       the AdamW update                                     (optim.AdamW.update)
-    common.py      wrapper checks, vectorizable float32 exp/erf/tanh/log, row maximum, bias add, column sums
+    common.py      wrapper checks, vectorizable float32 exp/erf/tanh/log, row maximum, counter_rng's uniforms,
+                   bias add, column sums
 
 All are compiled with cache=True (first run compiles and writes __pycache__/*.nbi/.nbc; later processes
 load them). Kernels run in prange over independent work only; sums over the rows of a batch go through
