@@ -27,6 +27,7 @@ gradients, which outlive the step, have buffers of their own.
 
 import numpy as np
 
+from .counter_rng import draw_seed
 from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
 from .kernels.blas import bmm
 from .kernels.common import add_bias, num_chunks, sum_rows
@@ -34,12 +35,11 @@ from .kernels.embeddings import embeddings_backward, embeddings_forward
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
 from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
-from .counter_rng import draw_seed
 from .kernels.sampling import gumbel_argmax
 from .masking import GUMBEL_EPS
 from .model import disc_metrics, prepare_step
 from .ops.attention import MASKED
-from .params import SHARED_KEYS, check_params, generator_params, sub
+from .params import check_params, generator_params, sub
 from .validate import check_batch
 
 WORD = "electra.embeddings.word_embeddings.weight"
@@ -78,7 +78,7 @@ class Arena:
 class _Layer:
     """One encoder layer's saved activations."""
 
-    def __init__(self, B, T, H, NH, F, dt, p_att, p_hid, alloc):
+    def __init__(self, B, T, H, NH, F, dt, alloc):
         N = B * T
         self.qkv = alloc((N, 3 * H), dt)
         self.probs = alloc((B, NH, T, T), dt)
@@ -99,11 +99,10 @@ class _Encoder:
         self.c, self.B, self.T, self.dt = c, B, T, dt
         N, E, H, NH, F = B * T, c.embedding_size, c.hidden_size, c.num_attention_heads, c.intermediate_size
         self.N, self.E, self.H, self.NH, self.hs, self.F = N, E, H, NH, H // NH, F
-        p_att, p_hid = c.attention_probs_dropout_prob, c.hidden_dropout_prob
         self.proj = E != H
         self.e_out, self.e_xhat, self.e_rstd = alloc((N, E), dt), alloc((N, E), dt), alloc(N, dt)
         self.x0 = alloc((N, H), dt) if self.proj else None
-        self.layers = [_Layer(B, T, H, NH, F, dt, p_att, p_hid, alloc) for _ in range(c.num_hidden_layers)]
+        self.layers = [_Layer(B, T, H, NH, F, dt, alloc) for _ in range(c.num_hidden_layers)]
         # scratch shared by the layers (forward and backward run one layer at a time)
         self.h1 = alloc((N, H), dt)  # the layer's h1 (forward), recomputed from xhat1 (backward)
         self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)

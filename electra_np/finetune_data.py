@@ -6,7 +6,6 @@ segment and 1 for the second, the longer segment truncated first until the pair 
 Batches are padded to the longest sequence in the batch.
 """
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 

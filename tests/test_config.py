@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from electra_np.config import ElectraConfig, PretrainingConfig, generator_config, preset

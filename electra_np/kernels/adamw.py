@@ -9,7 +9,6 @@ prange over elements; parameters, m and v are updated in place.
 
 import math
 
-import numpy as np
 from numba import njit, prange
 
 from ..optim import decays

@@ -16,7 +16,6 @@ import numpy as np
 from numba import njit, prange
 
 from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, uniform_at
-from .layernorm import _dummy
 
 COL_BLOCK = 16
 

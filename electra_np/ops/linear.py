@@ -1,7 +1,5 @@
 """Linear (fully connected) layer, as torch.nn.Linear: weights stored (out, in)."""
 
-import numpy as np
-
 
 def linear_forward(x, weight, bias):
     """y = x @ W.T + b over the last axis.
