@@ -41,7 +41,7 @@ class OursInfer:
         err = float(np.abs(self.fn(self.w, self.batch) - ref).max() / np.abs(ref).max())
         if err > 1e-4:
             raise AssertionError(f"fast logits disagree with the reference: {err}")
-        self.info = {"validation": {"logits_rel_err": err}}
+        self.info = {"validation": {"logits_rel_err": err}, "peak_reset": common.reset_peak_rss()}
         self.run()
 
     def run(self):
@@ -65,7 +65,7 @@ class HFInfer:
         err = float(np.abs(got - ref).max() / np.abs(ref).max())
         if err > 1e-4:
             raise AssertionError(f"HF logits disagree with the reference: {err}")
-        self.info = {"validation": {"logits_rel_err": err}}
+        self.info = {"validation": {"logits_rel_err": err}, "peak_reset": common.reset_peak_rss()}
         self.run()
 
     def run(self):

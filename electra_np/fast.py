@@ -93,16 +93,22 @@ class _Encoder:
     """ElectraModel (embeddings, projection, layers) for one config and one (B, T, dtype): its buffers,
     its forward and its backward. Gradients are written into `self.grads` (HF names relative to the model).
     alloc(shape, dtype) makes the activation and scratch buffers (an Arena to share memory; np.empty by
-    default); the gradient buffers are always arrays of their own."""
+    default); the gradient buffers are always arrays of their own. training=False makes a forward-only
+    encoder: the layers share one set of buffers (nothing is kept for a backward) and there is no backward
+    scratch and no gradient."""
 
-    def __init__(self, c, B, T, dt, shared=None, alloc=np.empty):
+    def __init__(self, c, B, T, dt, shared=None, alloc=np.empty, training=True):
         self.c, self.B, self.T, self.dt = c, B, T, dt
         N, E, H, NH, F = B * T, c.embedding_size, c.hidden_size, c.num_attention_heads, c.intermediate_size
         self.N, self.E, self.H, self.NH, self.hs, self.F = N, E, H, NH, H // NH, F
         self.proj = E != H
         self.e_out, self.e_xhat, self.e_rstd = alloc((N, E), dt), alloc((N, E), dt), alloc(N, dt)
         self.x0 = alloc((N, H), dt) if self.proj else None
-        self.layers = [_Layer(B, T, H, NH, F, dt, alloc) for _ in range(c.num_hidden_layers)]
+        self.training = training
+        if training:
+            self.layers = [_Layer(B, T, H, NH, F, dt, alloc) for _ in range(c.num_hidden_layers)]
+        else:  # each layer overwrites the one below's buffers: forward reads only its own and hs_out
+            self.layers = [_Layer(B, T, H, NH, F, dt, alloc)] * c.num_hidden_layers
         # scratch shared by the layers (forward and backward run one layer at a time)
         self.h1 = alloc((N, H), dt)  # the layer's h1 (forward), recomputed from xhat1 (backward)
         self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
@@ -113,6 +119,9 @@ class _Encoder:
         start = alloc.used if isinstance(alloc, Arena) else None
         self.hs_out = (alloc((N, H), dt), alloc((N, H), dt))  # layer outputs h2, alternately
         self.y = alloc((N, H), dt)
+        if not training:
+            self.grads = {}
+            return
         if start is not None:
             forward_end, alloc.used = alloc.used, start
         self.x_in = alloc((N, H), dt)  # a layer's input recomputed from the layer below's xhat2
@@ -214,6 +223,8 @@ class _Encoder:
 
     def backward(self, dh):
         """dh (N, H): gradient of the last hidden state. Writes self.grads (embedding tables: added into)."""
+        if not self.training:
+            raise RuntimeError("this encoder was built for inference (training=False): it has no backward")
         c, w, g, B, T, NH, hs, H = self.c, self.w, self.grads, self.B, self.T, self.NH, self.hs, self.H
         p_att, p_hid = self.p_att, self.p_hid
         scale = 1.0 / np.sqrt(hs)
@@ -469,7 +480,7 @@ def make_fast_discriminator(config):
         dt = w[WORD].dtype
         key = (B, T, dt)
         if key not in encoders:
-            enc = _Encoder(config, B, T, dt)
+            enc = _Encoder(config, B, T, dt, training=False)
             enc.head_a, enc.head_g, enc.logits = np.empty((B * T, config.hidden_size), dt), \
                 np.empty((B * T, config.hidden_size), dt), np.empty(B * T, dt)
             encoders[key] = enc

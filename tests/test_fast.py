@@ -134,6 +134,26 @@ def test_fast_discriminator_inference_equals_reference():
     assert np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()
 
 
+def test_inference_encoder_keeps_one_layer_of_buffers():
+    """training=False: the layers share one set of buffers, there is no backward scratch, and backward
+    is refused; its forward equals the training encoder's (dropout off)."""
+    from electra_np.fast import _Encoder, key_bias
+    from electra_np.params import sub
+    setup = make_setup(layers=3)
+    w = sub(perturbed(setup, np.float64), "discriminator.")
+    b = batch()
+    B, T = b["input_ids"].shape
+    bias = key_bias(b["attention_mask"], np.dtype(np.float64))
+    outs = []
+    for training in (True, False):
+        enc = _Encoder(setup.disc, B, T, np.dtype(np.float64), training=training)
+        outs.append(enc.forward(w, b["input_ids"], b["token_type_ids"], bias, None).copy())
+    assert np.array_equal(outs[0], outs[1])
+    assert all(L is enc.layers[0] for L in enc.layers) and not hasattr(enc, "dqkv") and enc.grads == {}
+    with pytest.raises(RuntimeError, match="inference"):
+        enc.backward(np.zeros((B * T, setup.disc.hidden_size)))
+
+
 def test_thread_setting_governs_numba_and_blas_and_runs_are_repeatable(monkeypatch):
     import numba
 
