@@ -10,12 +10,11 @@ result does not depend on timing. It adds into the given gradient buffers: the g
 discriminator share these tables, and the word table also receives the tied output projection's gradient.
 """
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, uniform_at
+from .layernorm import normalize_row
 
 COL_BLOCK = 16
 
@@ -28,20 +27,10 @@ def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_
     for n in prange(B * T):
         b, t = n // T, n % T
         xr, wr, yr, pr = xhat[n], word[ids[b, t]], typ[types[b, t]], pos[t]
-        m = dt(0.0)
         for j in range(E):
-            s = wr[j] + yr[j] + pr[j]
-            xr[j] = s
-            m += s
-        m = m / dt(E)
-        v = dt(0.0)
+            xr[j] = wr[j] + yr[j] + pr[j]
+        rstd[n] = normalize_row(xr, eps)
         for j in range(E):
-            xr[j] = xr[j] - m
-            v += xr[j] * xr[j]
-        r = dt(1.0) / math.sqrt(v / dt(E) + eps)
-        rstd[n] = r
-        for j in range(E):
-            xr[j] = xr[j] * r
             y = xr[j] * w[j] + beta[j]
             if drop:
                 y = y * (keep_scale if uniform_at(seed, n * E + j) >= p else dt(0.0))

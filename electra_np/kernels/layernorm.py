@@ -28,6 +28,26 @@ def _dummy(dt, ndim):
     return _NONE[key]
 
 
+@njit(inline="always", cache=True, fastmath=FASTMATH)
+def normalize_row(xr, eps):
+    """In place: xr = (xr - mean) * rstd, rstd = 1 / sqrt(var + eps) (LayerNorm's normalization of one row,
+    shared with the embeddings kernel). Returns rstd."""
+    C = xr.shape[0]
+    dt = xr.dtype.type
+    m = dt(0.0)
+    for j in range(C):
+        m += xr[j]
+    m = m / dt(C)
+    v = dt(0.0)
+    for j in range(C):
+        xr[j] = xr[j] - m
+        v += xr[j] * xr[j]
+    r = dt(1.0) / math.sqrt(v / dt(C) + eps)
+    for j in range(C):
+        xr[j] = xr[j] * r
+    return r
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd):
     N, C = y.shape
@@ -43,18 +63,8 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, ke
             if has_resid:
                 a = resid[i, j] + a
             xr[j] = a
-        m = dt(0.0)
+        rstd[i] = normalize_row(xr, eps)
         for j in range(C):
-            m += xr[j]
-        m = m / dt(C)
-        v = dt(0.0)
-        for j in range(C):
-            xr[j] = xr[j] - m
-            v += xr[j] * xr[j]
-        r = dt(1.0) / math.sqrt(v / dt(C) + eps)
-        rstd[i] = r
-        for j in range(C):
-            xr[j] = xr[j] * r
             out[i, j] = xr[j] * w[j] + beta[j]
 
 
