@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from .blas import bmm
 from ..counter_rng import draw_seed
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, in_place, uniform_at
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, in_place, keep_factor
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -49,7 +49,7 @@ def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, pro
                 d_row = probs_d[b, h, i]
                 at = (bh * T + i) * Tk  # the row's first flat position
                 for j in range(Tk):
-                    d_row[j] = p_row[j] * (keep_scale if uniform_at(seed, at + j) >= p else scores.dtype.type(0))
+                    d_row[j] = p_row[j] * keep_factor(seed, at + j, p, keep_scale)
 
 
 def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None):
@@ -85,7 +85,7 @@ def _softmax_dropout_backward(d, probs, seed, p, keep_scale, drop, scale, probs_
                 d_row = probs_d[b, h, i]
                 at = (bh * T + i) * Tk
                 for j in range(Tk):
-                    mk = keep_scale if uniform_at(seed, at + j) >= p else zero  # the forward's pattern again
+                    mk = keep_factor(seed, at + j, p, keep_scale)  # the forward's pattern again
                     g = ds_row[j] * mk  # dropout backward
                     ds_row[j] = g
                     d_row[j] = p_row[j] * mk  # P' recomputed, bit-equal to the forward's

@@ -259,24 +259,32 @@ def first_index(row, m):
 
 
 @njit(inline="always", cache=True)
-def uniform_at(seed, i):
-    """counter_rng.uniforms(seed, ...)'s float32 at flat position i: SplitMix64 of seed + (i + 1) GOLDEN,
-    its top 24 bits times 2^-24. Integer arithmetic only (wrapping uint64), so bit-equal to the NumPy twin."""
+def _splitmix_at(seed, i):
+    """counter_rng's 64 random bits at flat position i: SplitMix64 of seed + (i + 1) GOLDEN. Integer
+    arithmetic only (wrapping uint64), so bit-equal to the NumPy twin."""
     z = seed + np.uint64(i + 1) * np.uint64(GOLDEN)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-    z = z ^ (z >> np.uint64(31))
-    return np.float32(z >> np.uint64(40)) * np.float32(2.0 ** -24)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always", cache=True)
+def uniform_at(seed, i):
+    """counter_rng.uniforms(seed, ...)'s float32 at flat position i: the top 24 bits times 2^-24."""
+    return np.float32(_splitmix_at(seed, i) >> np.uint64(40)) * np.float32(2.0 ** -24)
 
 
 @njit(inline="always", cache=True)
 def uniform64_at(seed, i):
     """The float64 twin: the top 53 bits times 2^-53."""
-    z = seed + np.uint64(i + 1) * np.uint64(GOLDEN)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-    z = z ^ (z >> np.uint64(31))
-    return np.float64(z >> np.uint64(11)) * 2.0 ** -53
+    return np.float64(_splitmix_at(seed, i) >> np.uint64(11)) * 2.0 ** -53
+
+
+@njit(inline="always", cache=True)
+def keep_factor(seed, i, p, keep_scale):
+    """Inverted dropout's factor at flat position i: keep_scale where the uniform is >= p, else 0 (ops/
+    dropout.py dropout_mask's rule). Forward and backward both call it, so they apply the same pattern."""
+    return keep_scale if uniform_at(seed, i) >= p else keep_scale - keep_scale
 
 
 def uniform_like(seed, i, x):

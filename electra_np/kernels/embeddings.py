@@ -13,7 +13,7 @@ discriminator share these tables, and the word table also receives the tied outp
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, uniform_at
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, num_chunks
 from .layernorm import normalize_row
 
 COL_BLOCK = 16
@@ -23,7 +23,6 @@ COL_BLOCK = 16
 def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_scale, drop, out, xhat, rstd):
     B, T = ids.shape
     E = word.shape[1]
-    dt = word.dtype.type
     for n in prange(B * T):
         b, t = n // T, n % T
         xr, wr, yr, pr = xhat[n], word[ids[b, t]], typ[types[b, t]], pos[t]
@@ -33,7 +32,7 @@ def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_
         for j in range(E):
             y = xr[j] * w[j] + beta[j]
             if drop:
-                y = y * (keep_scale if uniform_at(seed, n * E + j) >= p else dt(0.0))
+                y = y * keep_factor(seed, n * E + j, p, keep_scale)
             out[n, j] = y
 
 
@@ -73,7 +72,7 @@ def _embeddings_ln_backward(dx, xhat, rstd, w, seed, p, keep_scale, drop, ds, pa
             for j in range(E):
                 d = dx[i, j]
                 if drop:
-                    d = d * (keep_scale if uniform_at(seed, i * E + j) >= p else dt(0.0))
+                    d = d * keep_factor(seed, i * E + j, p, keep_scale)
                 pw[j] += d * xr[j]
                 pb[j] += d
                 g = d * w[j]

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, uniform_at
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, num_chunks
 
 _NONE = {}
 
@@ -51,7 +51,6 @@ def normalize_row(xr, eps):
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd):
     N, C = y.shape
-    dt = y.dtype.type
     for i in prange(N):
         xr = xhat[i]
         for j in range(C):
@@ -59,7 +58,7 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, ke
             if has_bias:
                 a = a + bias[j]
             if drop:
-                a = a * (keep_scale if uniform_at(seed, i * C + j) >= p else dt(0.0))
+                a = a * keep_factor(seed, i * C + j, p, keep_scale)
             if has_resid:
                 a = resid[i, j] + a
             xr[j] = a
@@ -115,7 +114,7 @@ def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, seed, p, keep
                 v = r * (dsr[j] - mg - xr[j] * mgx)
                 dsr[j] = v
                 if drop:
-                    v = v * (keep_scale if uniform_at(seed, i * C + j) >= p else dt(0.0))
+                    v = v * keep_factor(seed, i * C + j, p, keep_scale)
                 if want_dd:
                     dd[i, j] = v
                 pd[j] += v

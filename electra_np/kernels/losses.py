@@ -3,8 +3,8 @@
 Softmax cross-entropy over the gathered rows (M, V): forward stores only the per-row log-sum-exp (M,);
 backward rewrites the logits buffer in place into dlogits = (exp(l - lse) - onehot) * dloss / M, so the
 (M, V) matrix exists once, and sums dlogits over rows on the way (the output bias gradient). Rows run in
-prange; the per-row losses are added in row order. The backward
-kernel reads and writes one array (common.in_place says why).
+prange; the per-row losses are added in row order. The backward kernel reads and writes one array
+(common.in_place says why).
 Binary cross-entropy: B x T values, one sequential pass (too small to split).
 """
 
