@@ -124,14 +124,15 @@ def check_labels(labels, B, num_labels):
     return labels.astype(np.int64)
 
 
-def check_inputs(params, config, batch, labels):
+def check_inputs(params, config, batch, labels=None):
     """classification_forward's validation, done once. Returns (C, input_ids, attention_mask,
-    token_type_ids, labels) checked and converted."""
+    token_type_ids, labels) checked and converted; labels None (inference) stays None."""
     head, C = head_of(params)
     check_params(params, classifier_shapes(config, C, head))
     input_ids, attention_mask, token_type_ids = check_batch(config, batch["input_ids"], batch.get("attention_mask"),
                                                             batch.get("token_type_ids"))
-    return C, input_ids, attention_mask, token_type_ids, check_labels(labels, input_ids.shape[0], C)
+    labels = None if labels is None else check_labels(labels, input_ids.shape[0], C)
+    return C, input_ids, attention_mask, token_type_ids, labels
 
 
 def loss_forward(logits, labels):

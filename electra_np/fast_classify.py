@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .classification import check_inputs, head_backward, head_forward, head_of, loss_backward, loss_forward
+from .classification import check_inputs, head_backward, head_forward, loss_backward, loss_forward
 from .fast import WORD, _Encoder, key_bias
 from .params import encoder_shapes
 
@@ -58,9 +58,7 @@ class FastClassifier:
 
     def logits(self, params, batch):
         """Inference, dropout off: logits (B, C), a fresh array."""
-        _, C = head_of(params)
-        zeros = np.zeros(np.shape(batch["input_ids"])[0], np.float64 if C == 1 else np.int64)
-        _, ids, mask, types, _ = check_inputs(params, self.config, batch, zeros)
+        _, ids, mask, types, _ = check_inputs(params, self.config, batch)
         _, h = self._encode(params, ids, mask, types, None)
         return head_forward(h, params, self.config)[0]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .classification import classification_backward, classification_forward, head_of, init_classifier
+from .classification import (check_inputs, classification_backward, classification_forward, classifier_forward,
+                             init_classifier)
 from .finetune_data import batches
 from .metrics import METRICS
 from .optim import AdamW, clip_by_global_norm, learning_rate
@@ -72,9 +73,8 @@ class ReferenceClassifier:
         return loss, metrics, classification_backward(cache)
 
     def logits(self, params, batch):
-        _, C = head_of(params)
-        zeros = np.zeros(len(batch["input_ids"]), np.float64 if C == 1 else np.int64)
-        return classification_forward(params, self.config, batch, zeros, train=False)[2]["logits"]
+        _, ids, mask, types, _ = check_inputs(params, self.config, batch)
+        return classifier_forward(params, self.config, ids, types, mask)[0]
 
 
 def make_classifier(config, backend="fast"):
