@@ -31,6 +31,7 @@ from .counter_rng import draw_seed
 from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
 from .kernels.blas import bmm
 from .kernels.common import add_bias, num_chunks, sum_rows
+from .kernels import fused_attention
 from .kernels.embeddings import embeddings_backward, embeddings_forward
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
@@ -111,7 +112,14 @@ class _Encoder:
             self.layers = [_Layer(B, T, H, NH, F, dt, alloc)] * c.num_hidden_layers
         # scratch shared by the layers (forward and backward run one layer at a time)
         self.h1 = alloc((N, H), dt)  # the layer's h1 (forward), recomputed from xhat1 (backward)
-        self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
+        # the attention core: one (batch, head) pair at a time where NumPy's BLAS allows it
+        # (kernels/fused_attention.py, a (T, T) scratch pair per thread), else batched products around
+        # the softmax kernels (full-size scores and dropped-probability buffers)
+        self.fused = fused_attention.available(dt)
+        if self.fused:
+            self.att_scratch = alloc(fused_attention.scratch_shape(T), dt)
+        else:
+            self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
         self.gf = alloc((N, F), dt)  # gelu(a) of the layer being computed
         self.wqkv, self.bqkv = alloc((3 * H, H), dt), alloc(3 * H, dt)
         # scratch of the forward only, then of the backward only: in an Arena the two share their bytes
@@ -188,9 +196,14 @@ class _Encoder:
             np.matmul(x, self.wqkv.T, out=L.qkv)
             add_bias(L.qkv, self.bqkv)  # (N, 3H)
             q, k, v = self._heads(L.qkv)  # (B, NH, T, hs) views
-            bmm(q, k.swapaxes(-1, -2), self.scores)  # (B, NH, T, T)
-            softmax_dropout_forward(self.scores, bias, scale, p_att, L.seeds[0], L.probs, self.probs_d)
-            bmm(self.probs_d if p_att else L.probs, v, L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3))
+            ctx = L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, NH, T, hs) view of (N, H)
+            if self.fused:
+                fused_attention.attention_forward(q, k, v, bias, scale, p_att, L.seeds[0], L.probs, ctx,
+                                                  self.att_scratch)
+            else:
+                bmm(q, k.swapaxes(-1, -2), self.scores)  # (B, NH, T, T)
+                softmax_dropout_forward(self.scores, bias, scale, p_att, L.seeds[0], L.probs, self.probs_d)
+                bmm(self.probs_d if p_att else L.probs, v, ctx)
             np.matmul(L.ctx, w[lw + "attention.output.dense.weight"].T, out=self.y)
             residual_layernorm_forward(self.y, w[lw + "attention.output.LayerNorm.weight"],
                                        w[lw + "attention.output.LayerNorm.bias"], eps, self.h1, L.xhat1, L.rstd1,
@@ -259,12 +272,16 @@ class _Encoder:
             q, k, v = self._heads(L.qkv)
             dq, dk, dv = self._heads(self.dqkv)
             dctx = self.dctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, NH, T, hs)
-            bmm(dctx, v.swapaxes(-1, -2), self.scores)  # dP'
-            softmax_dropout_backward(self.scores, L.probs, L.seeds[0], p_att, scale, self.scores,
-                                     self.probs_d)  # dS * scale
-            bmm((self.probs_d if p_att else L.probs).swapaxes(-1, -2), dctx, dv)
-            bmm(self.scores, k, dq)
-            bmm(self.scores.swapaxes(-1, -2), q, dk)
+            if self.fused:
+                fused_attention.attention_backward(dctx, q, k, v, L.probs, scale, p_att, L.seeds[0], dq, dk, dv,
+                                                   self.att_scratch)
+            else:
+                bmm(dctx, v.swapaxes(-1, -2), self.scores)  # dP'
+                softmax_dropout_backward(self.scores, L.probs, L.seeds[0], p_att, scale, self.scores,
+                                         self.probs_d)  # dS * scale
+                bmm((self.probs_d if p_att else L.probs).swapaxes(-1, -2), dctx, dv)
+                bmm(self.scores, k, dq)
+                bmm(self.scores.swapaxes(-1, -2), q, dk)
             sum_rows(self.dqkv, g[lw + "qkv.bias"])
             for j, name in enumerate(("query", "key", "value")):  # the stacked weights of the forward
                 self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]

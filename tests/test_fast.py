@@ -67,6 +67,22 @@ def test_fast_equals_reference_float32_dropout_on():
     compare(setup, perturbed(setup, np.float32), batch(), 2e-3)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_both_attention_paths_equal_the_reference(monkeypatch, fused):
+    """The per-pair attention kernel where NumPy's BLAS allows it, else the batched products around the
+    softmax kernels: each gives the reference's step (float64, dropout on)."""
+    from electra_np import fast
+    from electra_np.kernels import fused_attention
+    if fused and not fused_attention.available(np.float64):
+        pytest.skip("NumPy's BLAS is not scipy-openblas (or ELECTRA_NP_FUSED_ATTENTION=0)")
+    if not fused:
+        monkeypatch.setattr(fused_attention, "available", lambda dtype: False)
+    setup = make_setup()
+    compare(setup, perturbed(setup, np.float64), batch(), 1e-10)
+    enc = fast._Encoder(setup.disc, 3, 7, np.dtype(np.float64))
+    assert enc.fused == fused and hasattr(enc, "att_scratch") == fused and hasattr(enc, "scores") != fused
+
+
 def test_fast_equals_reference_with_explicit_corruption_and_eval_mode():
     setup = make_setup(act="gelu_new")
     b = batch()

@@ -8,7 +8,7 @@ import pytest
 from electra_np import optim
 from electra_np import counter_rng, masking
 from electra_np.counter_rng import draw_seed
-from electra_np.kernels import adamw, attention, common, embeddings, gelu, layernorm, losses, sampling
+from electra_np.kernels import adamw, attention, blas, common, embeddings, fused_attention, gelu, layernorm, losses, sampling
 from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
 from electra_np.ops.embeddings import embeddings_backward, embeddings_forward
@@ -60,6 +60,77 @@ def test_attention_kernel_accepts_strided_heads():
     ctx, _ = attention.attention_core_forward(q, k, v, bias, 0.0)
     ref, _ = attention_core_forward(q.copy(), k.copy(), v.copy(), bias[:, None, None, :], 0.0)
     close(ctx, ref, np.float64)
+
+
+needs_fused = pytest.mark.skipif(not fused_attention.available(np.float32),
+                                 reason="NumPy's BLAS is not scipy-openblas (or ELECTRA_NP_FUSED_ATTENTION=0)")
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T,p", [(1, 0.0), (5, 0.1), (8, 0.0), (7, 0.3)])
+def test_fused_attention_matches_reference(dtype, T, p):
+    """The per-pair kernel (BLAS inside the kernel) against ops/attention.py, with q, k, v as head views
+    of one (B, T, 3, NH, hs) buffer and ctx, dq, dk, dv written into head views, as the model does."""
+    B, NH, hs = 3, 3, 4
+    rng = np.random.default_rng(T)
+    qkv = rand(rng, (B, T, 3, NH, hs), dtype, 2.0)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, NH, T, hs), non-contiguous
+    dctx = rand(rng, (B, NH, T, hs), dtype, 2.0)
+    mask = np.ones((B, T), np.int64)
+    mask[1, T // 2 + 1:] = 0
+    mask[2] = 0  # a fully padded sequence
+    bias4 = key_mask_bias(mask, np.dtype(dtype))
+    ref_ctx, ref_cache = attention_core_forward(q.copy(), k.copy(), v.copy(), bias4, p,
+                                                np.random.default_rng(7) if p else None)
+    ref = attention_core_backward(dctx, ref_cache)
+    seed = draw_seed(np.random.default_rng(7)) if p else None  # the reference's one draw
+    probs = np.full((B, NH, T, T), np.nan, dtype)
+    ctx = np.full((B, T, NH, hs), np.nan, dtype).transpose(0, 2, 1, 3)  # a head view of (N, H)
+    scale = 1.0 / np.sqrt(hs)
+    fused_attention.attention_forward(q, k, v, bias4[:, 0, 0], scale, p, seed, probs, ctx)
+    close(ctx, ref_ctx, dtype)
+    assert np.all(ctx[2] == 0) and np.all(probs[2] == 0)
+    grads = np.full((B, T, 3, NH, hs), np.nan, dtype)
+    dq, dk, dv = (grads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    snapshot = [a.copy() for a in (dctx, q, k, v, probs)]
+    fused_attention.attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv)
+    for got, want in zip((dq, dk, dv), ref):
+        close(got, want, dtype)
+    assert all(np.array_equal(a, b) for a, b in zip(snapshot, (dctx, q, k, v, probs)))  # inputs untouched
+
+
+@needs_fused
+def test_fused_attention_equals_the_batched_kernels_and_restores_blas_threads():
+    """At a model-like size the per-pair kernel gives the batched path's numbers (same row arithmetic,
+    other products), copies operands BLAS cannot read, refuses such outputs, and leaves OpenBLAS's
+    thread count as it found it."""
+    B, NH, T, hs = 2, 2, 33, 16
+    rng = np.random.default_rng(0)
+    q, k, v, dctx = (rand(rng, (B, NH, T, hs), np.float32) for _ in range(4))
+    bias = np.zeros((B, T), np.float32)
+    bias[1, 20:] = -np.inf
+    seed = draw_seed(np.random.default_rng(1))
+    buf = attention.attention_buffers(B, NH, T, hs, np.float32)
+    want, cache = attention.attention_core_forward(q, k, v, bias, 0.1, np.random.default_rng(1), buf)
+    want_grads = [g.copy() for g in attention.attention_core_backward(dctx, cache)]
+    probs, ctx = np.empty((B, NH, T, T), np.float32), np.empty((B, NH, T, hs), np.float32)
+    set_threads = blas.gemm_pointers(np.float32)[1]
+    before = set_threads(2)
+    q_flipped = q[:, :, ::-1].copy()[:, :, ::-1]  # q with negative strides: copied, not read wrongly
+    assert q_flipped.strides[2] < 0
+    fused_attention.attention_forward(q_flipped, k, v, bias, 1.0 / np.sqrt(hs), 0.1, seed, probs, ctx)
+    assert set_threads(before) == 2
+    close(ctx, want, np.float32, 50 * np.finfo(np.float32).eps)
+    dq, dk, dv = (np.empty_like(q) for _ in range(3))
+    fused_attention.attention_backward(dctx, q, k, v, probs, 1.0 / np.sqrt(hs), 0.1, seed, dq, dk, dv)
+    for got, ref in zip((dq, dk, dv), want_grads):
+        close(got, ref, np.float32, 50 * np.finfo(np.float32).eps)
+    with pytest.raises(ValueError, match="output ctx must be a writeable view with unit stride"):
+        column_major = np.empty((B, NH, hs, T), np.float32).swapaxes(-1, -2)  # (B, NH, T, hs), stride 1 along T
+        fused_attention.attention_forward(q, k, v, bias, 0.25, 0.0, None, probs, column_major)
+    with pytest.raises(ValueError, match="k has shape"):
+        fused_attention.attention_forward(q, k[:, :1], v, bias, 0.25, 0.0, None, probs, ctx)
 
 
 # ----------------------------------------------------------------------------- bias + GELU

@@ -18,10 +18,32 @@ from ..counter_rng import draw_seed
 from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, in_place, keep_factor
 
 
+@njit(inline="always", cache=True, fastmath=FASTMATH)
+def softmax_row(row):
+    """row = softmax(row) in place, shifted by its maximum; a row of all -inf (every key padding)
+    becomes zeros, not NaN. One array read and written (see common.in_place for why)."""
+    Tk = row.shape[0]
+    m = row[0]
+    for j in range(1, Tk):  # a compare-select, not max(): this form vectorizes (6x faster here)
+        v = row[j]
+        m = v if v > m else m
+    if m == -np.inf:
+        for j in range(Tk):
+            row[j] = 0
+        return
+    total = row.dtype.type(0)
+    for j in range(Tk):
+        e = exp_(row[j] - m)
+        row[j] = e
+        total += e
+    inv = row.dtype.type(1.0) / total
+    for j in range(Tk):
+        row[j] = row[j] * inv
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, probs, probs_d):
     B, NH, T, Tk = scores.shape
-    ninf = -np.inf
     for bh in prange(B * NH):
         b, h = bh // NH, bh % NH
         b_row = bias[b]
@@ -29,22 +51,7 @@ def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, pro
             s_row, p_row = scores[b, h, i], probs[b, h, i]
             for j in range(Tk):
                 p_row[j] = s_row[j] * scale + b_row[j]
-            m = p_row[0]
-            for j in range(1, Tk):  # a compare-select, not max(): this form vectorizes (6x faster here)
-                v = p_row[j]
-                m = v if v > m else m
-            if m == ninf:  # every key is padding: an all-zero row, not NaN
-                for j in range(Tk):
-                    p_row[j] = 0
-            else:
-                total = scores.dtype.type(0)
-                for j in range(Tk):
-                    e = exp_(p_row[j] - m)
-                    p_row[j] = e
-                    total += e
-                inv = scores.dtype.type(1.0) / total
-                for j in range(Tk):
-                    p_row[j] = p_row[j] * inv
+            softmax_row(p_row)
             if drop:
                 d_row = probs_d[b, h, i]
                 at = (bh * T + i) * Tk  # the row's first flat position
@@ -72,29 +79,36 @@ def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None):
     _softmax_dropout_forward(scores, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, probs, probs_d)
 
 
+@njit(inline="always", cache=True, fastmath=FASTMATH)
+def softmax_dropout_backward_row(ds_row, p_row, d_row, seed, at, p, keep_scale, drop, scale):
+    """One row of the backward, in place: ds_row holds dP' and becomes dS = scale P (dP - sum(dP P)),
+    dP = dP' * mask; d_row gets P' = P * mask (the forward's, bit-equal). `at`: the row's first flat
+    position, where the forward's dropout pattern starts."""
+    Tk = p_row.shape[0]
+    c = p_row.dtype.type(0)
+    if drop:
+        for j in range(Tk):
+            mk = keep_factor(seed, at + j, p, keep_scale)  # the forward's pattern again
+            g = ds_row[j] * mk  # dropout backward
+            ds_row[j] = g
+            d_row[j] = p_row[j] * mk
+            c += g * p_row[j]
+    else:
+        for j in range(Tk):
+            c += ds_row[j] * p_row[j]
+    for j in range(Tk):
+        ds_row[j] = p_row[j] * (ds_row[j] - c) * scale
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_dropout_backward(d, probs, seed, p, keep_scale, drop, scale, probs_d):
     B, NH, T, Tk = probs.shape
-    zero = probs.dtype.type(0)
     for bh in prange(B * NH):
         b, h = bh // NH, bh % NH
         for i in range(T):
-            p_row, ds_row = probs[b, h, i], d[b, h, i]  # ds_row holds dP' and becomes dS
-            c = zero
-            if drop:
-                d_row = probs_d[b, h, i]
-                at = (bh * T + i) * Tk
-                for j in range(Tk):
-                    mk = keep_factor(seed, at + j, p, keep_scale)  # the forward's pattern again
-                    g = ds_row[j] * mk  # dropout backward
-                    ds_row[j] = g
-                    d_row[j] = p_row[j] * mk  # P' recomputed, bit-equal to the forward's
-                    c += g * p_row[j]
-            else:
-                for j in range(Tk):
-                    c += ds_row[j] * p_row[j]
-            for j in range(Tk):
-                ds_row[j] = p_row[j] * (ds_row[j] - c) * scale
+            d_row = probs_d[b, h, i] if drop else probs_d[0, 0, 0]
+            softmax_dropout_backward_row(d[b, h, i], probs[b, h, i], d_row, seed, (bh * T + i) * Tk, p, keep_scale,
+                                         drop, scale)
 
 
 def softmax_dropout_backward(dprobs_d, probs, seed, p, scale, dscores, probs_d=None):

@@ -10,9 +10,16 @@ kernel): attention products 0.196 s/step batched vs 0.269 with np.matmul, the st
 (An earlier measurement, under Numba's OpenMP layer and OpenBLAS's default idle spin, had the batched
 calls slowing every later BLAS call; with the workqueue layer and the short spin of threads.py they do not.)
 
-Only for float32 and only above SMALL_MATRIX_LIMIT = m n k: OpenBLAS 0.3.31's batched call crashes
-(segmentation fault) when each product is small enough for its "small matrix" kernels (m n k <= 100^3,
-found by bisection here, with both the SkylakeX and the Haswell kernels). Below the limit, np.matmul.
+`gemm_pointers(dtype)` hands the single-matrix cblas_?gemm to Numba kernels as a function-pointer
+argument (kernels/fused_attention.py calls it per (batch, head) pair from its own threads, with OpenBLAS
+set to one thread through `openblas_set_num_threads_local` meanwhile). An argument, not a global, so that
+the compiled kernel is cached without the library's load address baked in. ELECTRA_NP_FUSED_ATTENTION=0
+(read at import) withholds it.
+
+The batched call: only for float32 and only above SMALL_MATRIX_LIMIT = m n k: OpenBLAS 0.3.31's batched
+call crashes (segmentation fault) when each product is small enough for its "small matrix" kernels
+(m n k <= 100^3, found by bisection here, with both the SkylakeX and the Haswell kernels). Below the
+limit, np.matmul. (The single-matrix gemm has no such limit.)
 """
 
 import ctypes
@@ -25,16 +32,21 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 SMALL_MATRIX_LIMIT = 100 ** 3
 
 
+def _libraries():
+    """NumPy's own OpenBLAS (the numpy.libs folder of its wheels), as ctypes libraries."""
+    libdir = os.path.join(os.path.dirname(np.__file__) + ".libs")
+    for path in glob.glob(os.path.join(libdir, "*openblas*")):
+        try:
+            yield ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def _load():
     if os.environ.get("ELECTRA_NP_BATCHED_BLAS", "1") == "0":
         return {}
-    libdir = os.path.join(os.path.dirname(np.__file__) + ".libs")
     funcs = {}
-    for path in glob.glob(os.path.join(libdir, "*openblas*")):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _libraries():
         for dtype, name, real in ((np.float32, "cblas_sgemm_batch_strided", ctypes.c_float),):
             f = getattr(lib, name, None)
             if f is None:
@@ -47,6 +59,38 @@ def _load():
 
 
 _GEMM = _load()
+
+
+def _load_single():
+    """{dtype: (gemm, set_num_threads_local)} from the 64-bit-integer cblas of scipy-openblas (NumPy 2's
+    wheels): gemm(order, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), pointers as
+    integers. Empty when absent or when ELECTRA_NP_FUSED_ATTENTION=0."""
+    if os.environ.get("ELECTRA_NP_FUSED_ATTENTION", "1") == "0":
+        return {}
+    I, L, P = ctypes.c_int, ctypes.c_int64, ctypes.c_ssize_t
+    for lib in _libraries():
+        local = getattr(lib, "openblas_set_num_threads_local", None)
+        if local is None:
+            continue
+        local.argtypes, local.restype = [I], I
+        funcs = {}
+        for dtype, name, real in ((np.float32, "scipy_cblas_sgemm64_", ctypes.c_float),
+                                  (np.float64, "scipy_cblas_dgemm64_", ctypes.c_double)):
+            f = getattr(lib, name, None)
+            if f is not None:
+                f.argtypes, f.restype = [I, I, I, L, L, L, real, P, L, P, L, real, P, L], None
+                funcs[np.dtype(dtype)] = (f, local)
+        if funcs:
+            return funcs
+    return {}
+
+
+_SINGLE = _load_single()
+
+
+def gemm_pointers(dtype):
+    """(gemm, set_num_threads_local) for dtype's cblas gemm, or None when this NumPy's BLAS lacks them."""
+    return _SINGLE.get(np.dtype(dtype))
 
 
 def available(dtype):

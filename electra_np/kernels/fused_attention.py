@@ -1,0 +1,196 @@
+"""The attention core, one (batch, head) pair at a time: the twin of ops/attention.py, like attention.py,
+with the matrix products done by single-matrix BLAS calls inside the kernel instead of batched calls
+around it.
+
+    forward, per pair:  S = q k^T (gemm, into probs[b, h]);  P = softmax(S s + bias) in place;
+                        P' = P * mask (a per-thread scratch);  ctx = P' v (gemm)
+    backward, per pair: dP' = dctx v^T (gemm, scratch);  dS = s P (dP - rowsum(dP P)), dP = dP' mask;
+                        dv = P'^T dctx, dq = dS k, dk = dS^T q (gemm)
+
+Why: the pair's S, P' and dS (T x T, 64 KB at T = 128) stay in the core's cache between the products
+and the softmax, and each BLAS call is one thread's own, so the two threads run independent pairs instead of
+splitting every small product: the wrapper sets OpenBLAS to one thread for the kernel's duration
+(openblas_set_num_threads_local, which despite its name sets the process-wide count and returns the
+previous one; set once around the kernel, not per thread, since two threads restoring it would race). Measured
+here (2 threads, SkylakeX kernel, B = 32, NH = 4, T = 128, hs = 64): q k^T at 140-180 GFLOP/s this way
+against 95-105 with the batched call. The pairs go to num_chunks() fixed ranges, one scratch each, so
+the result never depends on scheduling. Each entry's arithmetic is attention.py's, row for row (the
+row helpers are shared), and the dropout pattern is the same counter_rng one at the same positions.
+
+Used when blas.gemm_pointers(dtype) finds NumPy's OpenBLAS gemm (scipy-openblas, NumPy 2's wheels);
+`available(dtype)` says so. Otherwise the model uses attention.py's batched path.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from . import blas
+from .attention import softmax_dropout_backward_row, softmax_row
+from .blas import NO_TRANS, ROW_MAJOR, TRANS
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, keep_factor, num_chunks
+
+
+def available(dtype):
+    return blas.gemm_pointers(dtype) is not None
+
+
+@njit(inline="always", cache=True)
+def _at(x, b, h):
+    """The address of x[b, h, 0, 0]."""
+    return np.intp(x.ctypes.data) + b * x.strides[0] + h * x.strides[1]
+
+
+@njit(inline="always", cache=True)
+def _ld(x):
+    """The leading dimension of x[b, h] (its row stride in elements)."""
+    return x.strides[2] // x.itemsize
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _forward(gemm, q, k, v, bias, scale, seed, p, keep_scale, drop, probs, ctx, scratch):
+    B, NH, T, hs = q.shape
+    Tk = k.shape[2]
+    C = scratch.shape[0]
+    one, zero = probs.dtype.type(1.0), probs.dtype.type(0.0)
+    for ch in prange(C):
+        pd = scratch[ch, 0]  # (T, Tk): the pair's P'
+        for bh in range(ch * B * NH // C, (ch + 1) * B * NH // C):
+            b, h = bh // NH, bh % NH
+            s = probs[b, h]  # (T, Tk): S, then P in place
+            gemm(ROW_MAJOR, NO_TRANS, TRANS, T, Tk, hs, one, _at(q, b, h), _ld(q), _at(k, b, h), _ld(k),
+                 zero, np.intp(s.ctypes.data), Tk)
+            b_row = bias[b]
+            for i in range(T):
+                row = s[i]
+                for j in range(Tk):
+                    row[j] = row[j] * scale + b_row[j]
+                softmax_row(row)
+                if drop:
+                    at = (bh * T + i) * Tk  # the row's first flat position in (B, NH, T, Tk)
+                    d_row = pd[i]
+                    for j in range(Tk):
+                        d_row[j] = row[j] * keep_factor(seed, at + j, p, keep_scale)
+            src = pd if drop else s
+            gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, T, hs, Tk, one, np.intp(src.ctypes.data), Tk, _at(v, b, h), _ld(v),
+                 zero, _at(ctx, b, h), _ld(ctx))
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _backward(gemm, dctx, q, k, v, probs, seed, p, keep_scale, drop, scale, dq, dk, dv, scratch):
+    B, NH, T, hs = q.shape
+    Tk = k.shape[2]
+    C = scratch.shape[0]
+    one, zero = probs.dtype.type(1.0), probs.dtype.type(0.0)
+    for ch in prange(C):
+        ds, pd = scratch[ch, 0], scratch[ch, 1]  # (T, Tk): dP' then dS; P' recomputed
+        for bh in range(ch * B * NH // C, (ch + 1) * B * NH // C):
+            b, h = bh // NH, bh % NH
+            P = probs[b, h]
+            gemm(ROW_MAJOR, NO_TRANS, TRANS, T, Tk, hs, one, _at(dctx, b, h), _ld(dctx), _at(v, b, h), _ld(v),
+                 zero, np.intp(ds.ctypes.data), Tk)  # dP' = dctx v^T
+            for i in range(T):
+                softmax_dropout_backward_row(ds[i], P[i], pd[i], seed, (bh * T + i) * Tk, p, keep_scale, drop, scale)
+            src = pd if drop else P
+            gemm(ROW_MAJOR, TRANS, NO_TRANS, Tk, hs, T, one, np.intp(src.ctypes.data), Tk, _at(dctx, b, h), _ld(dctx),
+                 zero, _at(dv, b, h), _ld(dv))  # dv = P'^T dctx
+            gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, T, hs, Tk, one, np.intp(ds.ctypes.data), Tk, _at(k, b, h), _ld(k),
+                 zero, _at(dq, b, h), _ld(dq))  # dq = dS k
+            gemm(ROW_MAJOR, TRANS, NO_TRANS, Tk, hs, T, one, np.intp(ds.ctypes.data), Tk, _at(q, b, h), _ld(q),
+                 zero, _at(dk, b, h), _ld(dk))  # dk = dS^T q
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+def _readable(x):
+    """Whether BLAS can read each x[b, h] in place: unit stride along the last axis, a row stride of at
+    least one row, every stride a non-negative multiple of the item size."""
+    item = x.itemsize
+    return (x.ndim == 4 and x.strides[3] == item and all(s >= 0 and s % item == 0 for s in x.strides)
+            and x.strides[2] // item >= max(1, x.shape[3]))
+
+
+def _operand(name, x, dt, shape):
+    if not isinstance(x, np.ndarray) or x.dtype != dt:
+        raise ValueError(f"{name} must be a {np.dtype(dt)} array, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {x.shape}, expected {tuple(shape)}")
+    return x if _readable(x) else np.ascontiguousarray(x)
+
+
+def _result(name, x, dt, shape):
+    if not isinstance(x, np.ndarray) or x.dtype != dt or x.shape != tuple(shape):
+        got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise ValueError(f"output {name} must be a {np.dtype(dt)} array of shape {tuple(shape)}, got {got}")
+    if not _readable(x) or not x.flags.writeable:
+        raise ValueError(f"output {name} must be a writeable view with unit stride along its last axis")
+    return x
+
+
+def _scratch(scratch, T, Tk, dt):
+    if scratch is None or scratch.shape != (num_chunks(), 2, T, Tk) or scratch.dtype != dt:
+        scratch = np.empty((num_chunks(), 2, T, Tk), dt)
+    return as_output("scratch", scratch, dt, scratch.shape)
+
+
+def scratch_shape(T, Tk=None):
+    """The per-thread scratch the two kernels take: (num_chunks(), 2, T, Tk)."""
+    return (num_chunks(), 2, T, T if Tk is None else Tk)
+
+
+def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None):
+    """ctx = dropout(softmax(q k^T scale + bias)) v, keeping P in probs (the backward's input).
+
+    Inputs:  q (B, NH, T, hs), k, v (B, NH, Tk, hs): any views BLAS reads (else copied);
+             bias (B, Tk) 0 / -inf; scale; p, seed: dropout (seed None: none)
+    Outputs (written): probs (B, NH, T, Tk) C-contiguous; ctx (B, NH, T, hs), a view (the model's (N, H))
+    """
+    dt = q.dtype
+    gemm, set_threads = _pointers(dt)
+    B, NH, T, hs = q.shape
+    Tk = k.shape[2]
+    q = _operand("q", q, dt, (B, NH, T, hs))
+    k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
+    bias = as_input("bias", bias, dt, (B, Tk))
+    as_output("probs", probs, dt, (B, NH, T, Tk))
+    _result("ctx", ctx, dt, (B, NH, T, hs))
+    drop = seed is not None
+    scratch = _scratch(scratch, T, Tk, dt)
+    prev = set_threads(1)  # each kernel thread's gemm calls run on that thread
+    try:
+        _forward(gemm, q, k, v, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
+                 probs, ctx, scratch)
+    finally:
+        set_threads(prev)
+    return ctx
+
+
+def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch=None):
+    """dq, dk, dv of attention_forward's ctx, from dctx and the forward's probs, scale and dropout (the
+    pattern computed again from seed). Outputs are views (the model's (N, 3H) gradient buffer)."""
+    dt = q.dtype
+    gemm, set_threads = _pointers(dt)
+    B, NH, T, hs = q.shape
+    Tk = k.shape[2]
+    dctx, q = _operand("dctx", dctx, dt, (B, NH, T, hs)), _operand("q", q, dt, (B, NH, T, hs))
+    k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
+    probs = as_input("probs", probs, dt, (B, NH, T, Tk))
+    dq = _result("dq", dq, dt, (B, NH, T, hs))
+    dk, dv = _result("dk", dk, dt, (B, NH, Tk, hs)), _result("dv", dv, dt, (B, NH, Tk, hs))
+    drop = seed is not None
+    scratch = _scratch(scratch, T, Tk, dt)
+    prev = set_threads(1)
+    try:
+        _backward(gemm, dctx, q, k, v, probs, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
+                  dt.type(scale), dq, dk, dv, scratch)
+    finally:
+        set_threads(prev)
+    return dq, dk, dv
+
+
+def _pointers(dt):
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"q must be float32 or float64, got {dt}")
+    ptrs = blas.gemm_pointers(dt)
+    if ptrs is None:
+        raise RuntimeError("fused attention needs NumPy's OpenBLAS gemm (scipy-openblas); use kernels.attention")
+    return ptrs
