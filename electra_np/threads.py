@@ -91,7 +91,10 @@ def thread_info():
     """What is in force: Numba's count and layer, and each BLAS library's count and kernel (threadpoolctl)."""
     import numba
 
+    from . import kernels
+
     info = {"numba_threads": numba.get_num_threads(), "numba_layer": numba.config.THREADING_LAYER,
+            "numba_512_bit_vectors": kernels.PREFER_512_BIT,
             "openblas_thread_timeout": os.environ.get(BLAS_SPIN_ENV), "set_before_numpy": blas_spin_before_numpy}
     try:
         from threadpoolctl import threadpool_info

@@ -217,6 +217,34 @@ def test_kernels_use_the_workqueue_layer_unless_told_otherwise():
     assert out.stdout.split()[-1] == "omp"
 
 
+def test_kernels_compile_for_512_bit_vectors_on_avx512_hosts_unless_told_otherwise():
+    """kernels/__init__.py: "-prefer-256-bit" appended to the host's features when it has AVX-512 (Numba's
+    codegen then emits zmm code); ELECTRA_NP_VECTOR_WIDTH=256 or an explicit NUMBA_CPU_FEATURES keeps it
+    off; a bad value is refused by name."""
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+
+    avx512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    code = ("import numba, electra_np.kernels as k; from electra_np.threads import thread_info; "
+            "f = numba.config.CPU_FEATURES; print(k.PREFER_512_BIT, thread_info()['numba_512_bit_vectors'], "
+            "bool(f) and f.endswith(',-prefer-256-bit'))")
+
+    def run(**extra):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "ELECTRA_NP_VECTOR_WIDTH")}
+        env.update(extra)
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+    assert run().stdout.split() == [str(avx512)] * 3
+    assert run(ELECTRA_NP_VECTOR_WIDTH="256").stdout.split() == ["False"] * 3
+    assert run(NUMBA_CPU_NAME="generic").stdout.split()[:2] == ["False"] * 2
+    bad = run(ELECTRA_NP_VECTOR_WIDTH="128")
+    assert bad.returncode != 0 and "ELECTRA_NP_VECTOR_WIDTH must be 256 or 512, got '128'" in bad.stderr
+
+
 def test_openblas_idle_spin_is_shortened_when_electra_np_comes_first():
     """threads.quiet_blas_spin: OPENBLAS_THREAD_TIMEOUT=12 set on import, before NumPy loads OpenBLAS;
     an explicit value wins; after NumPy it sets nothing and says so."""
