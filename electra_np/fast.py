@@ -118,6 +118,7 @@ class _Encoder:
         self.fused = fused_attention.available(dt)
         if self.fused:
             self.att_scratch = alloc(fused_attention.scratch_shape(T), dt)
+            self.att_partial = alloc((num_chunks(), 3, NH, H // NH), dt)  # the qkv bias gradient's partials
         else:
             self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
         self.gf = alloc((N, F), dt)  # gelu(a) of the layer being computed
@@ -193,14 +194,14 @@ class _Encoder:
             for j, name in enumerate(("query", "key", "value")):
                 self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]
                 self.bqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.bias"]
-            np.matmul(x, self.wqkv.T, out=L.qkv)
-            add_bias(L.qkv, self.bqkv)  # (N, 3H)
+            np.matmul(x, self.wqkv.T, out=L.qkv)  # (N, 3H), + bqkv below
             q, k, v = self._heads(L.qkv)  # (B, NH, T, hs) views
             ctx = L.ctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, NH, T, hs) view of (N, H)
-            if self.fused:
+            if self.fused:  # adds bqkv to its pairs' q, k, v first
                 fused_attention.attention_forward(q, k, v, bias, scale, p_att, L.seeds[0], L.probs, ctx,
-                                                  self.att_scratch)
+                                                  self.att_scratch, qkv_bias=self.bqkv.reshape(3, NH, hs))
             else:
+                add_bias(L.qkv, self.bqkv)
                 bmm(q, k.swapaxes(-1, -2), self.scores)  # (B, NH, T, T)
                 softmax_dropout_forward(self.scores, bias, scale, p_att, L.seeds[0], L.probs, self.probs_d)
                 bmm(self.probs_d if p_att else L.probs, v, ctx)
@@ -272,9 +273,10 @@ class _Encoder:
             q, k, v = self._heads(L.qkv)
             dq, dk, dv = self._heads(self.dqkv)
             dctx = self.dctx.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, NH, T, hs)
-            if self.fused:
+            if self.fused:  # also sums the qkv bias gradient
                 fused_attention.attention_backward(dctx, q, k, v, L.probs, scale, p_att, L.seeds[0], dq, dk, dv,
-                                                   self.att_scratch)
+                                                   self.att_scratch, dbias=g[lw + "qkv.bias"].reshape(3, NH, hs),
+                                                   partial=self.att_partial)
             else:
                 bmm(dctx, v.swapaxes(-1, -2), self.scores)  # dP'
                 softmax_dropout_backward(self.scores, L.probs, L.seeds[0], p_att, scale, self.scores,
@@ -282,7 +284,7 @@ class _Encoder:
                 bmm((self.probs_d if p_att else L.probs).swapaxes(-1, -2), dctx, dv)
                 bmm(self.scores, k, dq)
                 bmm(self.scores.swapaxes(-1, -2), q, dk)
-            sum_rows(self.dqkv, g[lw + "qkv.bias"])
+                sum_rows(self.dqkv, g[lw + "qkv.bias"])
             for j, name in enumerate(("query", "key", "value")):  # the stacked weights of the forward
                 self.wqkv[j * H:(j + 1) * H] = w[f"{lw}attention.self.{name}.weight"]
             np.matmul(self.dqkv.T, self._layer_input(i), out=g[lw + "qkv.weight"])

@@ -101,6 +101,40 @@ def test_fused_attention_matches_reference(dtype, T, p):
 
 
 @needs_fused
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_attention_adds_the_qkv_bias_and_sums_its_gradient(dtype):
+    """qkv_bias: q, k, v += their biases in place (the qkv linear's `+ b`, fused); dbias: the column
+    sums of dq, dk, dv. Against the reference on the biased inputs, T = 5 with padding, dropout on."""
+    B, T, NH, hs = 3, 5, 3, 4
+    rng = np.random.default_rng(3)
+    qkv = rand(rng, (B, T, 3, NH, hs), dtype)
+    b3 = rand(rng, (3, NH, hs), dtype)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    biased = [x + b3[i][None, :, None, :] for i, x in enumerate((q, k, v))]
+    dctx = rand(rng, (B, NH, T, hs), dtype)
+    mask = np.ones((B, T), np.int64)
+    mask[1, 3:] = 0
+    bias4 = key_mask_bias(mask, np.dtype(dtype))
+    ref_ctx, cache = attention_core_forward(*biased, bias4, 0.2, np.random.default_rng(5))
+    ref_dq, ref_dk, ref_dv = attention_core_backward(dctx, cache)
+    seed = draw_seed(np.random.default_rng(5))
+    probs, ctx = np.empty((B, NH, T, T), dtype), np.empty((B, NH, T, hs), dtype)
+    fused_attention.attention_forward(q, k, v, bias4[:, 0, 0], 1 / np.sqrt(hs), 0.2, seed, probs, ctx, qkv_bias=b3)
+    close(ctx, ref_ctx, dtype)
+    for got, want in zip((q, k, v), biased):  # the views of qkv now hold the biased values
+        close(got, want, dtype, 4 * np.finfo(dtype).eps)
+    dq, dk, dv = (np.empty((B, NH, T, hs), dtype) for _ in range(3))
+    db = np.full((3, NH, hs), np.nan, dtype)
+    fused_attention.attention_backward(dctx, q, k, v, probs, 1 / np.sqrt(hs), 0.2, seed, dq, dk, dv, dbias=db)
+    for got, want in zip((dq, dk, dv), (ref_dq, ref_dk, ref_dv)):
+        close(got, want, dtype)
+    close(db, np.stack([g.sum(axis=(0, 2)) for g in (ref_dq, ref_dk, ref_dv)]), dtype)
+    with pytest.raises(ValueError, match="with qkv_bias, q is updated in place and must be a writeable view"):
+        fused_attention.attention_forward(q.swapaxes(-1, -2).copy().swapaxes(-1, -2), k, v, bias4[:, 0, 0], 0.5,
+                                          0.0, None, probs, ctx, qkv_bias=b3)
+
+
+@needs_fused
 def test_fused_attention_equals_the_batched_kernels_and_restores_blas_threads():
     """At a model-like size the per-pair kernel gives the batched path's numbers (same row arithmetic,
     other products), copies operands BLAS cannot read, refuses such outputs, and leaves OpenBLAS's

@@ -2,20 +2,23 @@
 with the matrix products done by single-matrix BLAS calls inside the kernel instead of batched calls
 around it.
 
-    forward, per pair:  S = q k^T (gemm, into probs[b, h]);  P = softmax(S s + bias) in place;
+    forward, per pair:  q, k, v += the qkv linear's bias (optional, in place);
+                        S = q k^T (gemm, into probs[b, h]);  P = softmax(S s + bias) in place;
                         P' = P * mask (a per-thread scratch);  ctx = P' v (gemm)
     backward, per pair: dP' = dctx v^T (gemm, scratch);  dS = s P (dP - rowsum(dP P)), dP = dP' mask;
-                        dv = P'^T dctx, dq = dS k, dk = dS^T q (gemm)
+                        dv = P'^T dctx, dq = dS k, dk = dS^T q (gemm);  the qkv bias gradient's
+                        per-thread partial += the column sums of dq, dk, dv (optional)
 
 Why: the pair's S, P' and dS (T x T, 64 KB at T = 128) stay in the core's cache between the products
-and the softmax, and each BLAS call is one thread's own, so the two threads run independent pairs instead of
-splitting every small product: the wrapper sets OpenBLAS to one thread for the kernel's duration
-(openblas_set_num_threads_local, which despite its name sets the process-wide count and returns the
-previous one; set once around the kernel, not per thread, since two threads restoring it would race). Measured
-here (2 threads, SkylakeX kernel, B = 32, NH = 4, T = 128, hs = 64): q k^T at 140-180 GFLOP/s this way
-against 95-105 with the batched call. The pairs go to num_chunks() fixed ranges, one scratch each, so
-the result never depends on scheduling. Each entry's arithmetic is attention.py's, row for row (the
-row helpers are shared), and the dropout pattern is the same counter_rng one at the same positions.
+and the softmax, and each BLAS call is one thread's own, so the two threads run independent pairs
+instead of splitting every small product. The wrapper sets OpenBLAS to one thread for the kernel's
+duration (openblas_set_num_threads_local, which despite its name sets the process-wide count and
+returns the previous one: set once around the kernel, since two threads restoring it would race).
+Measured here (2 threads, SkylakeX kernel, B = 32, NH = 4, T = 128, hs = 64): forward + backward
+12.1 ms against 16.5 with the batched calls around attention.py's kernels; small's step 1.69 -> 1.56 s.
+The pairs go to num_chunks() fixed ranges, one scratch and one partial each, so the result never
+depends on scheduling. Each entry's arithmetic is attention.py's, row for row (the row helpers are
+shared), and the dropout pattern is the same counter_rng one at the same positions.
 
 Used when blas.gemm_pointers(dtype) finds NumPy's OpenBLAS gemm (scipy-openblas, NumPy 2's wheels);
 `available(dtype)` says so. Otherwise the model uses attention.py's batched path.
@@ -46,8 +49,24 @@ def _ld(x):
     return x.strides[2] // x.itemsize
 
 
+@njit(inline="always", cache=True)
+def _add_head_bias(x, b, h, bias):
+    """x[b, h] += bias (hs,) on every row: the pair's share of the qkv linear's `+ b`."""
+    for i in range(x.shape[2]):
+        for d in range(x.shape[3]):
+            x[b, h, i, d] += bias[d]
+
+
+@njit(inline="always", cache=True)
+def _sum_head_rows(x, b, h, out):
+    """out (hs,) += x[b, h] summed over its rows: the pair's share of a bias gradient."""
+    for i in range(x.shape[2]):
+        for d in range(x.shape[3]):
+            out[d] += x[b, h, i, d]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(gemm, q, k, v, bias, scale, seed, p, keep_scale, drop, probs, ctx, scratch):
+def _forward(gemm, q, k, v, qkv_bias, has_bias, bias, scale, seed, p, keep_scale, drop, probs, ctx, scratch):
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
     C = scratch.shape[0]
@@ -56,6 +75,10 @@ def _forward(gemm, q, k, v, bias, scale, seed, p, keep_scale, drop, probs, ctx, 
         pd = scratch[ch, 0]  # (T, Tk): the pair's P'
         for bh in range(ch * B * NH // C, (ch + 1) * B * NH // C):
             b, h = bh // NH, bh % NH
+            if has_bias:  # each pair owns its rows and columns of q, k, v: in place, no race
+                _add_head_bias(q, b, h, qkv_bias[0, h])
+                _add_head_bias(k, b, h, qkv_bias[1, h])
+                _add_head_bias(v, b, h, qkv_bias[2, h])
             s = probs[b, h]  # (T, Tk): S, then P in place
             gemm(ROW_MAJOR, NO_TRANS, TRANS, T, Tk, hs, one, _at(q, b, h), _ld(q), _at(k, b, h), _ld(k),
                  zero, np.intp(s.ctypes.data), Tk)
@@ -76,13 +99,15 @@ def _forward(gemm, q, k, v, bias, scale, seed, p, keep_scale, drop, probs, ctx, 
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(gemm, dctx, q, k, v, probs, seed, p, keep_scale, drop, scale, dq, dk, dv, scratch):
+def _backward(gemm, dctx, q, k, v, probs, seed, p, keep_scale, drop, scale, dq, dk, dv, want_db, partial, scratch):
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
     C = scratch.shape[0]
     one, zero = probs.dtype.type(1.0), probs.dtype.type(0.0)
     for ch in prange(C):
         ds, pd = scratch[ch, 0], scratch[ch, 1]  # (T, Tk): dP' then dS; P' recomputed
+        if want_db:
+            partial[ch] = 0
         for bh in range(ch * B * NH // C, (ch + 1) * B * NH // C):
             b, h = bh // NH, bh % NH
             P = probs[b, h]
@@ -97,6 +122,10 @@ def _backward(gemm, dctx, q, k, v, probs, seed, p, keep_scale, drop, scale, dq, 
                  zero, _at(dq, b, h), _ld(dq))  # dq = dS k
             gemm(ROW_MAJOR, TRANS, NO_TRANS, Tk, hs, T, one, np.intp(ds.ctypes.data), Tk, _at(q, b, h), _ld(q),
                  zero, _at(dk, b, h), _ld(dk))  # dk = dS^T q
+            if want_db:  # the qkv bias gradient, from the pair's blocks while they are in cache
+                _sum_head_rows(dq, b, h, partial[ch, 0, h])
+                _sum_head_rows(dk, b, h, partial[ch, 1, h])
+                _sum_head_rows(dv, b, h, partial[ch, 2, h])
 
 
 # ----------------------------------------------------------------------------- wrappers
@@ -137,17 +166,28 @@ def scratch_shape(T, Tk=None):
     return (num_chunks(), 2, T, T if Tk is None else Tk)
 
 
-def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None):
+def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, qkv_bias=None):
     """ctx = dropout(softmax(q k^T scale + bias)) v, keeping P in probs (the backward's input).
 
     Inputs:  q (B, NH, T, hs), k, v (B, NH, Tk, hs): any views BLAS reads (else copied);
-             bias (B, Tk) 0 / -inf; scale; p, seed: dropout (seed None: none)
+             bias (B, Tk) 0 / -inf; scale; p, seed: dropout (seed None: none);
+             qkv_bias (3, NH, hs), optional: the q, k, v linears' biases, added to q, k, v in place first
+             (the model's `+ b`, fused; q, k, v must then be views BLAS reads, as the model's are)
     Outputs (written): probs (B, NH, T, Tk) C-contiguous; ctx (B, NH, T, hs), a view (the model's (N, H))
     """
     dt = q.dtype
     gemm, set_threads = _pointers(dt)
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
+    has_bias = qkv_bias is not None
+    if has_bias:
+        qkv_bias = as_input("qkv_bias", qkv_bias, dt, (3, NH, hs))
+        for name, x in (("q", q), ("k", k), ("v", v)):
+            if not (isinstance(x, np.ndarray) and _readable(x) and x.flags.writeable):
+                raise ValueError(f"with qkv_bias, {name} is updated in place and must be a writeable view "
+                                 "with unit stride along its last axis")
+    else:
+        qkv_bias = np.zeros((3, NH, hs), dt)  # unread
     q = _operand("q", q, dt, (B, NH, T, hs))
     k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
     bias = as_input("bias", bias, dt, (B, Tk))
@@ -157,16 +197,18 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None):
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)  # each kernel thread's gemm calls run on that thread
     try:
-        _forward(gemm, q, k, v, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
+        _forward(gemm, q, k, v, qkv_bias, has_bias, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
                  probs, ctx, scratch)
     finally:
         set_threads(prev)
     return ctx
 
 
-def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch=None):
+def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch=None, dbias=None, partial=None):
     """dq, dk, dv of attention_forward's ctx, from dctx and the forward's probs, scale and dropout (the
-    pattern computed again from seed). Outputs are views (the model's (N, 3H) gradient buffer)."""
+    pattern computed again from seed). Outputs are views (the model's (N, 3H) gradient buffer).
+    dbias (3, NH, hs), optional: written with the column sums of dq, dk, dv (the qkv bias gradient),
+    through per-thread partials (num_chunks(), 3, NH, hs) (made here unless given), added in order."""
     dt = q.dtype
     gemm, set_threads = _pointers(dt)
     B, NH, T, hs = q.shape
@@ -177,13 +219,20 @@ def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch
     dq = _result("dq", dq, dt, (B, NH, T, hs))
     dk, dv = _result("dk", dk, dt, (B, NH, Tk, hs)), _result("dv", dv, dt, (B, NH, Tk, hs))
     drop = seed is not None
+    want_db = dbias is not None
+    if want_db:
+        as_output("dbias", dbias, dt, (3, NH, hs))
+    if partial is None or partial.shape != (num_chunks(), 3, NH, hs) or partial.dtype != dt:
+        partial = np.empty((num_chunks(), 3, NH, hs) if want_db else (1, 3, NH, hs), dt)
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)
     try:
         _backward(gemm, dctx, q, k, v, probs, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
-                  dt.type(scale), dq, dk, dv, scratch)
+                  dt.type(scale), dq, dk, dv, want_db, partial, scratch)
     finally:
         set_threads(prev)
+    if want_db:
+        partial.sum(axis=0, out=dbias)  # partials added in a fixed order
     return dq, dk, dv
 
 
