@@ -45,7 +45,12 @@ def machine():
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"), "threads": THREADS}
     import numba
+
+    from electra_np import kernels
+    from electra_np.kernels import fused_attention
     info["numba"] = numba.__version__
+    info["numba_512_bit"] = kernels.PREFER_512_BIT
+    info["fused_attention"] = fused_attention.available(np.float32)
     try:
         from threadpoolctl import threadpool_info
         info["blas"] = ", ".join(f"{d['internal_api']} {d.get('version')} {d.get('architecture')}"
