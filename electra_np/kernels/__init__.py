@@ -2,17 +2,21 @@
 NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.py holds it equal to.
 
     attention.py   scale + key mask + softmax + dropout, and backward   (ops/attention.py attention core)
+    fused_attention.py  the whole core per (batch, head) pair, gemm inside the kernel (ops/attention.py)
     gelu.py        bias + GELU (erf and tanh), and backward             (ops/linear.py + ops/activations.py)
     layernorm.py   bias + dropout + residual + LayerNorm, and backward  (ops/layer.py, ops/layernorm.py)
     losses.py      gathered softmax cross-entropy, binary CE (ops/losses.py)
     embeddings.py  gather + LayerNorm + dropout, scatter-add backward   (ops/embeddings.py)
     sampling.py    Gumbel noise + argmax, fused                         (masking.gumbel_sample)
     adamw.py       the AdamW update                                     (optim.AdamW.update)
+    blas.py        batched and single-matrix gemm from NumPy's OpenBLAS, through ctypes
     common.py      wrapper checks, vectorizable float32 exp/erf/tanh/log, row maximum, counter_rng's uniforms,
                    bias add, column sums
 
 All are compiled with cache=True (first run compiles and writes __pycache__/*.nbi/.nbc; later processes
-load them). Kernels run in prange over independent work only; sums over the rows of a batch go through
+load them). Numba checks only a cached kernel's own source file: after editing a helper that kernels in
+other files inline (common.py's exp_/row_max/keep_factor, attention.py's row functions), delete
+electra_np/kernels/__pycache__, or those kernels keep the old helper. Kernels run in prange over independent work only; sums over the rows of a batch go through
 per-thread partial buffers, so a result is deterministic for a given thread count (threads.py).
 
 Threading layer: workqueue, unless NUMBA_THREADING_LAYER says otherwise. The default layer on Linux is
