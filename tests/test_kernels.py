@@ -362,12 +362,13 @@ def test_embeddings_match_reference(dtype, T, p):
 def test_adamw_matches_optim(dtype, bias_correction, layer_scales):
     rng = np.random.default_rng(0)
     params = {"a.weight": rand(rng, (5, 3), dtype), "a.bias": rand(rng, (5,), dtype),
-              "LayerNorm.weight": rand(rng, (7,), dtype)}
+              "LayerNorm.weight": rand(rng, (7,), dtype),
+              "b.weight": rand(rng, (adamw.SERIAL_BELOW // 100 + 1, 100), dtype)}  # the parallel kernel's size
     ref_params = {k: v.copy() for k, v in params.items()}
     opt = optim.AdamW(ref_params, bias_correction=bias_correction)
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(x) for k, x in params.items()}
-    scales = {"a.weight": 0.64, "a.bias": 0.8, "LayerNorm.weight": 1.0} if layer_scales else None  # fine-tuning's
+    scales = {"a.weight": 0.64, "a.bias": 0.8, "LayerNorm.weight": 1.0, "b.weight": 0.9} if layer_scales else None  # fine-tuning's
     for t in (1, 2, 3):
         grads = {k: rand(rng, x.shape, dtype) for k, x in params.items()}
         opt.update(ref_params, grads, 1e-2, scales)
