@@ -16,22 +16,24 @@ NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.
 All are compiled with cache=True (first run compiles and writes __pycache__/*.nbi/.nbc; later processes
 load them). Numba checks only a cached kernel's own source file: after editing a helper that kernels in
 other files inline (common.py's exp_/row_max/keep_factor, attention.py's row functions), delete
-electra_np/kernels/__pycache__, or those kernels keep the old helper. Kernels run in prange over independent work only; sums over the rows of a batch go through
-per-thread partial buffers, so a result is deterministic for a given thread count (threads.py).
+electra_np/kernels/__pycache__, or those kernels keep the old helper. Kernels run in prange over
+independent work only; sums over the rows of a batch go through per-thread partial buffers, so a result
+is deterministic for a given thread count (threads.py).
 
 Threading layer: workqueue, unless NUMBA_THREADING_LAYER says otherwise. The default layer on Linux is
 OpenMP, whose idle threads spin between parallel regions while OpenBLAS's spin between matmuls: on 2
 cores the two pools take turns stealing each other's core. Measured here (a 4-layer H=256 ELECTRA step,
 B=32, T=128, 2 threads): 1.14 s/step with OpenMP, 0.60 s with workqueue, 0.87 s on 1 thread.
 
-Vector width: on a CPU with AVX-512, LLVM's tuning for Intel's AVX-512 parts prefers 256-bit vectors (their
-clocks drop on 512-bit code); the kernels here are compiled with that preference off ("-prefer-256-bit"
-added to the host's features), so the exp/erf/log polynomials and the counter RNG run 16 float32 lanes
-wide. Measured here (Zen 5, small's shapes, float32): GELU backward 2.25 -> 1.77 ms, forward 1.06 -> 0.90,
-LayerNorm backward 1.25 -> 0.84, Gumbel sampling 24.3 -> 19.3, MLM loss forward 13.0 -> 11.4. Set
-ELECTRA_NP_VECTOR_WIDTH=256 to keep LLVM's choice (e.g. on Skylake-X servers, whose AVX-512 clock penalty
-is what the preference avoids); NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, when set, win. It must be decided
-before Numba compiles or loads anything; cached kernels are kept per feature set.
+Vector width: on a CPU with AVX-512, LLVM's tuning for Intel's AVX-512 parts prefers 256-bit vectors
+(older ones lower their clocks on 512-bit code); the kernels here are compiled with that preference off
+("-prefer-256-bit" added to the host's features), so the exp/erf/log polynomials and the counter RNG
+run 16 float32 lanes wide. Measured here (a Sapphire Rapids-class KVM guest, small's shapes, float32):
+GELU backward 2.25 -> 1.77 ms, forward 1.06 -> 0.90, LayerNorm backward 1.25 -> 0.84, Gumbel sampling
+24.3 -> 19.3, MLM loss forward 13.0 -> 11.4. Set ELECTRA_NP_VECTOR_WIDTH=256 to keep LLVM's choice (e.g.
+on Skylake-X servers, whose AVX-512 clock penalty is what the preference avoids); NUMBA_CPU_NAME /
+NUMBA_CPU_FEATURES, when set, win. It must be decided before Numba compiles or loads anything; cached
+kernels are kept per feature set.
 """
 
 import os
