@@ -8,6 +8,10 @@ The kernels run in prange over (batch, head) pairs; each pair's rows are indepen
 are all padding gets an all-zero row, as in the reference. The dropout pattern (u >= p, u the reference's
 counter_rng uniforms) is never stored: both kernels compute it from the seed and each probability's
 position, and backward rewrites P' from P with it.
+
+The model (fast.py) uses this batched form only where fused_attention.py cannot run (NumPy's BLAS is not
+scipy-openblas, or ELECTRA_NP_FUSED_ATTENTION=0); that kernel does the same rows with the two row
+helpers below (`softmax_row`, `softmax_dropout_backward_row`), and the products inside it.
 """
 
 import numpy as np
