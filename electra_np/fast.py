@@ -118,7 +118,7 @@ class _Encoder:
         self.fused = fused_attention.available(dt)
         if self.fused:
             self.att_scratch = alloc(fused_attention.scratch_shape(T), dt)
-            self.att_partial = alloc((num_chunks(), 3, NH, H // NH), dt)  # the qkv bias gradient's partials
+            self.att_partial = alloc((num_chunks(), 3, NH, self.hs), dt)  # the qkv bias gradient's partials
         else:
             self.scores, self.probs_d = alloc((B, NH, T, T), dt), alloc((B, NH, T, T), dt)
         self.gf = alloc((N, F), dt)  # gelu(a) of the layer being computed

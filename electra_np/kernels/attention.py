@@ -11,7 +11,7 @@ position, and backward rewrites P' from P with it.
 
 The model (fast.py) uses this batched form only where fused_attention.py cannot run (NumPy's BLAS is not
 scipy-openblas, or ELECTRA_NP_FUSED_ATTENTION=0); that kernel does the same rows with the two row
-helpers below (`softmax_row`, `softmax_dropout_backward_row`), and the products inside it.
+helpers below (`softmax_row`, `dropout_row`, `softmax_dropout_backward_row`), and the products inside it.
 """
 
 import numpy as np
@@ -42,6 +42,13 @@ def softmax_row(row):
         row[j] = row[j] * inv
 
 
+@njit(inline="always", cache=True, fastmath=FASTMATH)
+def dropout_row(p_row, d_row, seed, at, p, keep_scale):
+    """d_row = P' = P * mask for one row; `at`: the row's first flat position in (B, NH, T, Tk)."""
+    for j in range(p_row.shape[0]):
+        d_row[j] = p_row[j] * keep_factor(seed, at + j, p, keep_scale)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, probs, probs_d):
     B, NH, T, Tk = scores.shape
@@ -54,10 +61,7 @@ def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, pro
                 p_row[j] = s_row[j] * scale + b_row[j]
             softmax_row(p_row)
             if drop:
-                d_row = probs_d[b, h, i]
-                at = (bh * T + i) * Tk  # the row's first flat position
-                for j in range(Tk):
-                    d_row[j] = p_row[j] * keep_factor(seed, at + j, p, keep_scale)
+                dropout_row(p_row, probs_d[b, h, i], seed, (bh * T + i) * Tk, p, keep_scale)
 
 
 def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None):

@@ -98,6 +98,15 @@ def num_chunks():
     return numba.get_num_threads()
 
 
+def per_thread(buf, shape, dtype):
+    """A (num_chunks(), *shape) buffer of dtype, one row per chunk of a kernel's prange: `buf` when it
+    is one (the workspace's, reused every step), else a new array."""
+    full = (num_chunks(),) + tuple(shape)
+    if buf is None or buf.shape != full or buf.dtype != dtype:
+        buf = np.empty(full, dtype)
+    return buf
+
+
 # ----------------------------------------------------------------------------- exp and erf by dtype
 
 @njit(inline="always", cache=True)
@@ -193,9 +202,7 @@ def sum_rows(x, out, partial=None):
     """out = x.sum(axis=0) (a bias gradient), through per-thread partials.  x (N, C), out (C,)."""
     x = as_input("x", x, x.dtype)
     as_output("out", out, x.dtype, (x.shape[1],))
-    if partial is None or partial.shape != (num_chunks(), x.shape[1]) or partial.dtype != x.dtype:
-        partial = np.empty((num_chunks(), x.shape[1]), x.dtype)
-    _sum_rows(x, partial, out)
+    _sum_rows(x, per_thread(partial, (x.shape[1],), x.dtype), out)
     return out
 
 

@@ -13,7 +13,7 @@ discriminator share these tables, and the word table also receives the tied outp
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, num_chunks
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread
 from .layernorm import normalize_row
 
 COL_BLOCK = 16
@@ -114,8 +114,7 @@ def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, db
     as_output("ds", ds, dt, (N, E))
     for name, a in (("dword", dword), ("dpos", dpos), ("dtyp", dtyp)):
         as_output(name, a, dt, (a.shape[0], E))
-    if partial is None or partial.shape != (num_chunks(), 2, E) or partial.dtype != dt:
-        partial = np.empty((num_chunks(), 2, E), dt)
+    partial = per_thread(partial, (2, E), dt)
     _embeddings_ln_backward(dx, xhat, rstd, as_input("w", w, dt, (E,)), as_seed(seed), np.float32(p), _keep_scale(dt, p),
                             seed is not None, ds, partial)
     sums = partial.sum(axis=0)

@@ -28,9 +28,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import blas
-from .attention import softmax_dropout_backward_row, softmax_row
+from .attention import dropout_row, softmax_dropout_backward_row, softmax_row
 from .blas import NO_TRANS, ROW_MAJOR, TRANS
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, keep_factor, num_chunks
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, per_thread
 
 
 def available(dtype):
@@ -89,10 +89,7 @@ def _forward(gemm, q, k, v, qkv_bias, has_bias, bias, scale, seed, p, keep_scale
                     row[j] = row[j] * scale + b_row[j]
                 softmax_row(row)
                 if drop:
-                    at = (bh * T + i) * Tk  # the row's first flat position in (B, NH, T, Tk)
-                    d_row = pd[i]
-                    for j in range(Tk):
-                        d_row[j] = row[j] * keep_factor(seed, at + j, p, keep_scale)
+                    dropout_row(row, pd[i], seed, (bh * T + i) * Tk, p, keep_scale)
             src = pd if drop else s
             gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, T, hs, Tk, one, np.intp(src.ctypes.data), Tk, _at(v, b, h), _ld(v),
                  zero, _at(ctx, b, h), _ld(ctx))
@@ -131,11 +128,10 @@ def _backward(gemm, dctx, q, k, v, probs, seed, p, keep_scale, drop, scale, dq, 
 # ----------------------------------------------------------------------------- wrappers
 
 def _readable(x):
-    """Whether BLAS can read each x[b, h] in place: unit stride along the last axis, a row stride of at
-    least one row, every stride a non-negative multiple of the item size."""
-    item = x.itemsize
-    return (x.ndim == 4 and x.strides[3] == item and all(s >= 0 and s % item == 0 for s in x.strides)
-            and x.strides[2] // item >= max(1, x.shape[3]))
+    """Whether BLAS can read each x[b, h] in place as a row-major matrix (blas._operand's NO_TRANS case),
+    the pairs at non-negative whole-item offsets."""
+    return (x.ndim == 4 and blas._operand(x)[0] == NO_TRANS
+            and all(s >= 0 and s % x.itemsize == 0 for s in x.strides[:2]))
 
 
 def _operand(name, x, dt, shape):
@@ -155,15 +151,14 @@ def _result(name, x, dt, shape):
     return x
 
 
-def _scratch(scratch, T, Tk, dt):
-    if scratch is None or scratch.shape != (num_chunks(), 2, T, Tk) or scratch.dtype != dt:
-        scratch = np.empty((num_chunks(), 2, T, Tk), dt)
-    return as_output("scratch", scratch, dt, scratch.shape)
-
-
 def scratch_shape(T, Tk=None):
     """The per-thread scratch the two kernels take: (num_chunks(), 2, T, Tk)."""
     return (num_chunks(), 2, T, T if Tk is None else Tk)
+
+
+def _scratch(scratch, T, Tk, dt):
+    scratch = per_thread(scratch, scratch_shape(T, Tk)[1:], dt)
+    return as_output("scratch", scratch, dt, scratch.shape)
 
 
 def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, qkv_bias=None):
@@ -176,7 +171,7 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, q
     Outputs (written): probs (B, NH, T, Tk) C-contiguous; ctx (B, NH, T, hs), a view (the model's (N, H))
     """
     dt = q.dtype
-    gemm, set_threads = _pointers(dt)
+    gemm, set_threads = _pointers(q)
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
     has_bias = qkv_bias is not None
@@ -197,8 +192,8 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, q
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)  # each kernel thread's gemm calls run on that thread
     try:
-        _forward(gemm, q, k, v, qkv_bias, has_bias, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
-                 probs, ctx, scratch)
+        _forward(gemm, q, k, v, qkv_bias, has_bias, bias, dt.type(scale), as_seed(seed), np.float32(p),
+                 _keep_scale(dt, p), drop, probs, ctx, scratch)
     finally:
         set_threads(prev)
     return ctx
@@ -210,7 +205,7 @@ def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch
     dbias (3, NH, hs), optional: written with the column sums of dq, dk, dv (the qkv bias gradient),
     through per-thread partials (num_chunks(), 3, NH, hs) (made here unless given), added in order."""
     dt = q.dtype
-    gemm, set_threads = _pointers(dt)
+    gemm, set_threads = _pointers(q)
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
     dctx, q = _operand("dctx", dctx, dt, (B, NH, T, hs)), _operand("q", q, dt, (B, NH, T, hs))
@@ -222,8 +217,7 @@ def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch
     want_db = dbias is not None
     if want_db:
         as_output("dbias", dbias, dt, (3, NH, hs))
-    if partial is None or partial.shape != (num_chunks(), 3, NH, hs) or partial.dtype != dt:
-        partial = np.empty((num_chunks(), 3, NH, hs) if want_db else (1, 3, NH, hs), dt)
+    partial = per_thread(partial, (3, NH, hs), dt)
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)
     try:
@@ -236,9 +230,8 @@ def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch
     return dq, dk, dv
 
 
-def _pointers(dt):
-    if dt not in (np.float32, np.float64):
-        raise ValueError(f"q must be float32 or float64, got {dt}")
+def _pointers(q):
+    dt = float_dtype("q", q)
     ptrs = blas.gemm_pointers(dt)
     if ptrs is None:
         raise RuntimeError("fused attention needs NumPy's OpenBLAS gemm (scipy-openblas); use kernels.attention")

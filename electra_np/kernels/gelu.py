@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from .common import (FASTMATH, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF, TANH_COEF, as_input, as_output, erf_,
-                     exp_, float_dtype, in_place, num_chunks, tanh_)
+                     exp_, float_dtype, in_place, per_thread, tanh_)
 
 EXACT, TANH = 0, 1
 ACT_CODES = {"gelu": EXACT, "gelu_new": TANH, "gelu_pytorch_tanh": TANH}
@@ -74,8 +74,7 @@ def bias_gelu_backward(dg, a, da, db=None, act="gelu", partial=None, g=None):
     a = as_input("a", a, dt)
     dg = as_input("dg", dg, dt, a.shape)
     in_place("da", as_output("da", da, dt, a.shape), dg)  # the kernel turns dg into da in da's buffer
-    if partial is None or partial.shape != (num_chunks(), a.shape[1]) or partial.dtype != dt:
-        partial = np.empty((num_chunks(), a.shape[1]), dt)
+    partial = per_thread(partial, (a.shape[1],), dt)
     want_g = g is not None
     g = as_output("g", g, dt, a.shape) if want_g else np.empty((1, 1), dt)
     _bias_gelu_backward(da, a, partial, ACT_CODES[act], g, want_g)

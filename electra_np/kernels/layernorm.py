@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, num_chunks
+from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread
 
 _NONE = {}
 
@@ -138,8 +138,7 @@ def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, s
     has_b, drop, want_dd = dy_b is not None, seed is not None, dd is not None
     dy_b = as_input("dy_b", dy_b, dt, (N, C)) if has_b else _dummy(dt, 2)
     dd = as_output("dd", dd, dt, (N, C)) if want_dd else _dummy(dt, 2)
-    if partial is None or partial.shape != (num_chunks(), 3, C) or partial.dtype != dt:
-        partial = np.empty((num_chunks(), 3, C), dt)
+    partial = per_thread(partial, (3, C), dt)
     _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, ds, dd,
                                  want_dd, partial)
     sums = partial.sum(axis=0)  # (3, C), partials added in a fixed order

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, as_input, as_output, exp_, first_index, float_dtype, in_place, num_chunks, row_max
+from .common import FASTMATH, as_input, as_output, exp_, first_index, float_dtype, in_place, per_thread, row_max
 
 
 SUM_BLOCK = 512  # exp sums in the logits' dtype over blocks, then in float64: V is large
@@ -88,9 +88,7 @@ def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None, parti
     logits = as_input("logits", logits, dt)
     in_place("dlogits", as_output("dlogits", dlogits, dt, (M, V)), logits)
     want_sum = dbias is not None
-    shape = (num_chunks(), V if want_sum else 1)  # unread without dbias
-    if partial is None or partial.shape != shape or partial.dtype != dt:
-        partial = np.empty(shape, dt)
+    partial = per_thread(partial, (V if want_sum else 1,), dt)  # unread without dbias
     _softmax_xent_backward(dlogits, as_input("labels", labels, np.int64, (M,)), as_input("lse", lse, np.float64, (M,)),
                            dt.type(dloss / dt.type(max(M, 1))), partial, want_sum)
     if want_sum:

@@ -11,7 +11,7 @@ reference's only where two candidates tie to within a few ulp; float64 uses libm
 import numpy as np
 from numba import njit, prange
 
-from .common import (FASTMATH, as_input, as_output, as_seed, first_index, float_dtype, log_, num_chunks, row_max,
+from .common import (FASTMATH, as_input, as_output, as_seed, first_index, float_dtype, log_, per_thread, row_max,
                      uniform_like)
 
 
@@ -36,8 +36,6 @@ def gumbel_argmax(logits, temperature, seed, eps, out, scratch=None):
     dt = float_dtype("logits", logits)
     M, V = logits.shape
     logits = as_input("logits", logits, dt)
-    if scratch is None or scratch.shape != (num_chunks(), V) or scratch.dtype != dt:
-        scratch = np.empty((num_chunks(), V), dt)
-    _gumbel_argmax(logits, as_seed(seed), dt.type(1.0 / temperature), dt.type(eps), scratch,
+    _gumbel_argmax(logits, as_seed(seed), dt.type(1.0 / temperature), dt.type(eps), per_thread(scratch, (V,), dt),
                    as_output("out", out, np.int64, (M,)))
     return out
