@@ -21,9 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = r"""
 import json, sys, time
-import numpy as np
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
-import common
+import common  # electra_np before NumPy (common.py)
+import numpy as np
 from electra_np.config import preset
 from electra_np.engine import make_step
 from electra_np.model import Electra

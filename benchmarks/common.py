@@ -23,6 +23,9 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+if "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ:  # see electra_np/threads.py
+    raise RuntimeError("benchmarks/common.py must be imported before NumPy (or OPENBLAS_THREAD_TIMEOUT set): "
+                       "NumPy first loads OpenBLAS with its long idle spin, which slows our side")
 import electra_np  # noqa: E402,F401  (first: it shortens OpenBLAS's idle spin before NumPy loads OpenBLAS, threads.py)
 import numpy as np  # noqa: E402
 

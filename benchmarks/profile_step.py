@@ -12,9 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402  (first: electra_np before NumPy, see common.py)
 import numpy as np  # noqa: E402
-
-import common  # noqa: E402
 
 ACC = collections.defaultdict(float)
 CALLS = collections.Counter()

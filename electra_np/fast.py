@@ -27,6 +27,7 @@ gradients, which outlive the step, have buffers of their own.
 
 import numpy as np
 
+from . import threads
 from .counter_rng import draw_seed
 from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
 from .kernels.blas import bmm
@@ -361,6 +362,7 @@ class Workspace:
 def make_fast_step(setup):
     """The fast twin of engine.reference_step(setup): step(params, batch, rng, corruption=None, train=True)
     -> (loss, metrics, grads). Workspaces are kept per (B, T, dtype) in the closure."""
+    threads.warn_if_blas_spins()
     workspaces = {}
     shapes = setup.shapes()
     obj = setup.objective
@@ -489,6 +491,7 @@ def make_fast_discriminator(config):
     until the next call with the same (B, T, dtype)."""
     from .params import discriminator_shapes
 
+    threads.warn_if_blas_spins()
     shapes = discriminator_shapes(config)
     encoders = {}
 

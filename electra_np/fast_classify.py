@@ -19,6 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import threads
 from .classification import check_inputs, head_backward, head_forward, loss_backward, loss_forward
 from .fast import WORD, _Encoder, key_bias
 from .params import encoder_shapes
@@ -30,6 +31,7 @@ class FastClassifier:
     """Fine-tuning step and inference for one ElectraConfig (a discriminator's encoder + a head)."""
 
     def __init__(self, config, max_workspaces=8):
+        threads.warn_if_blas_spins()
         self.config, self.max_workspaces = config, max_workspaces
         self.encoder_keys = tuple(encoder_shapes(config))
         self.workspaces = OrderedDict()  # (B, T, dtype) -> _Encoder, least recent first

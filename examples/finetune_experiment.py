@@ -34,11 +34,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+
+import electra_np  # noqa: E402,F401  (before NumPy: it shortens OpenBLAS's idle spin, threads.py)
+import numpy as np  # noqa: E402
 
 from electra_np.config import ElectraConfig, PretrainingConfig, preset  # noqa: E402
 from electra_np.engine import make_step  # noqa: E402

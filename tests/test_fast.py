@@ -265,6 +265,35 @@ def test_openblas_idle_spin_is_shortened_when_electra_np_comes_first():
     assert run("import numpy, electra_np; " + show) == ["None", "False"]
 
 
+def test_fast_path_warns_when_numpy_came_first_with_the_long_blas_spin():
+    """threads.warn_if_blas_spins: building a fast step after NumPy (OPENBLAS_THREAD_TIMEOUT unset) warns
+    once, naming the fix; electra_np first, or the variable set, gives no warning."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import warnings; {first}; from electra_np.config import preset; "
+            "from electra_np.fast import make_fast_discriminator\n"
+            "with warnings.catch_warnings(record=True) as got:\n"
+            "    warnings.simplefilter('always'); make_fast_discriminator(preset('tiny')); "
+            "make_fast_discriminator(preset('tiny'))\n"
+            "print(len(got)); print(got[0].message if got else '')")
+
+    def run(first, **extra):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+        env.update(extra)
+        out = subprocess.run([sys.executable, "-c", code.format(first=first)], env=env, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    count, message = run("import numpy, electra_np")
+    assert count == "1" and "NumPy was imported before electra_np" in message
+    assert "OPENBLAS_THREAD_TIMEOUT=12" in message
+    assert run("import electra_np, numpy")[0] == "0"
+    assert run("import numpy, electra_np", OPENBLAS_THREAD_TIMEOUT="12")[0] == "0"
+
+
 def test_generator_and_discriminator_activations_share_one_block():
     """fast.Workspace: both encoders' activations live in one block, sized for the larger of the two
     (the generator's backward is over before the discriminator's forward), and stay correct when the
