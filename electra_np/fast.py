@@ -80,10 +80,10 @@ class Arena:
 class _Layer:
     """One encoder layer's saved activations."""
 
-    def __init__(self, B, T, H, NH, F, dt, alloc):
+    def __init__(self, B, T, H, NH, F, dt, alloc, keep_probs=True):
         N = B * T
         self.qkv = alloc((N, 3 * H), dt)
-        self.probs = alloc((B, NH, T, T), dt)
+        self.probs = alloc((B, NH, T, T), dt) if keep_probs else None  # None: inference, fused attention
         self.ctx = alloc((N, H), dt)
         self.xhat1, self.rstd1 = alloc((N, H), dt), alloc(N, dt)  # h1 = xhat1 * w + beta, recomputed
         self.a = alloc((N, F), dt)  # the FFN pre-activation; gelu(a) is recomputed in backward
@@ -107,16 +107,17 @@ class _Encoder:
         self.e_out, self.e_xhat, self.e_rstd = alloc((N, E), dt), alloc((N, E), dt), alloc(N, dt)
         self.x0 = alloc((N, H), dt) if self.proj else None
         self.training = training
+        # the attention core: one (batch, head) pair at a time where NumPy's BLAS allows it
+        # (kernels/fused_attention.py, a (T, T) scratch pair per thread; no probabilities kept in
+        # inference), else batched products around the softmax kernels (full-size scores and
+        # dropped-probability buffers)
+        self.fused = fused_attention.available(dt)
         if training:
             self.layers = [_Layer(B, T, H, NH, F, dt, alloc) for _ in range(c.num_hidden_layers)]
         else:  # each layer overwrites the one below's buffers: forward reads only its own and hs_out
-            self.layers = [_Layer(B, T, H, NH, F, dt, alloc)] * c.num_hidden_layers
+            self.layers = [_Layer(B, T, H, NH, F, dt, alloc, keep_probs=not self.fused)] * c.num_hidden_layers
         # scratch shared by the layers (forward and backward run one layer at a time)
         self.h1 = alloc((N, H), dt)  # the layer's h1 (forward), recomputed from xhat1 (backward)
-        # the attention core: one (batch, head) pair at a time where NumPy's BLAS allows it
-        # (kernels/fused_attention.py, a (T, T) scratch pair per thread), else batched products around
-        # the softmax kernels (full-size scores and dropped-probability buffers)
-        self.fused = fused_attention.available(dt)
         if self.fused:
             self.att_scratch = alloc(fused_attention.scratch_shape(T), dt)
             self.att_partial = alloc((num_chunks(), 3, NH, self.hs), dt)  # the qkv bias gradient's partials

@@ -3,6 +3,8 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # torch's OpenMP and numba share some test processes
 
+import electra_np  # noqa: E402,F401  (before NumPy loads OpenBLAS: the short idle spin, electra_np/threads.py)
+
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -91,6 +91,9 @@ def test_fused_attention_matches_reference(dtype, T, p):
     fused_attention.attention_forward(q, k, v, bias4[:, 0, 0], scale, p, seed, probs, ctx)
     close(ctx, ref_ctx, dtype)
     assert np.all(ctx[2] == 0) and np.all(probs[2] == 0)
+    ctx_only = np.full_like(ctx, np.nan)  # probs=None (inference): P kept in the scratch only, same ctx
+    fused_attention.attention_forward(q, k, v, bias4[:, 0, 0], scale, p, seed, None, ctx_only)
+    assert np.array_equal(ctx_only, ctx)
     grads = np.full((B, T, 3, NH, hs), np.nan, dtype)
     dq, dk, dv = (grads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
     snapshot = [a.copy() for a in (dctx, q, k, v, probs)]

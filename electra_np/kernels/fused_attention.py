@@ -66,11 +66,11 @@ def _sum_head_rows(x, b, h, out):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(gemm, q, k, v, qkv_bias, has_bias, bias, scale, seed, p, keep_scale, drop, probs, ctx, scratch):
+def _forward(gemm, q, k, v, qkv_bias, has_bias, bias, scale, seed, p, keep_scale, drop, keep, probs, ctx, scratch):
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
     C = scratch.shape[0]
-    one, zero = probs.dtype.type(1.0), probs.dtype.type(0.0)
+    one, zero = ctx.dtype.type(1.0), ctx.dtype.type(0.0)
     for ch in prange(C):
         pd = scratch[ch, 0]  # (T, Tk): the pair's P'
         for bh in range(ch * B * NH // C, (ch + 1) * B * NH // C):
@@ -79,7 +79,7 @@ def _forward(gemm, q, k, v, qkv_bias, has_bias, bias, scale, seed, p, keep_scale
                 _add_head_bias(q, b, h, qkv_bias[0, h])
                 _add_head_bias(k, b, h, qkv_bias[1, h])
                 _add_head_bias(v, b, h, qkv_bias[2, h])
-            s = probs[b, h]  # (T, Tk): S, then P in place
+            s = probs[b, h] if keep else scratch[ch, 1]  # (T, Tk): S, then P in place
             gemm(ROW_MAJOR, NO_TRANS, TRANS, T, Tk, hs, one, _at(q, b, h), _ld(q), _at(k, b, h), _ld(k),
                  zero, np.intp(s.ctypes.data), Tk)
             b_row = bias[b]
@@ -163,12 +163,13 @@ def _scratch(scratch, T, Tk, dt):
 
 def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, qkv_bias=None):
     """ctx = dropout(softmax(q k^T scale + bias)) v, keeping P in probs (the backward's input).
+    probs=None keeps nothing (inference): each pair's P stays in the thread's scratch.
 
     Inputs:  q (B, NH, T, hs), k, v (B, NH, Tk, hs): any views BLAS reads (else copied);
              bias (B, Tk) 0 / -inf; scale; p, seed: dropout (seed None: none);
              qkv_bias (3, NH, hs), optional: the q, k, v linears' biases, added to q, k, v in place first
              (the model's `+ b`, fused; q, k, v must then be views BLAS reads, as the model's are)
-    Outputs (written): probs (B, NH, T, Tk) C-contiguous; ctx (B, NH, T, hs), a view (the model's (N, H))
+    Outputs (written): probs (B, NH, T, Tk) C-contiguous, or None; ctx (B, NH, T, hs), a view (the model's (N, H))
     """
     dt = q.dtype
     gemm, set_threads = _pointers(q)
@@ -186,14 +187,18 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, q
     q = _operand("q", q, dt, (B, NH, T, hs))
     k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
     bias = as_input("bias", bias, dt, (B, Tk))
-    as_output("probs", probs, dt, (B, NH, T, Tk))
+    keep = probs is not None
+    if keep:
+        as_output("probs", probs, dt, (B, NH, T, Tk))
+    else:
+        probs = np.empty((1, 1, 1, 1), dt)  # unread
     _result("ctx", ctx, dt, (B, NH, T, hs))
     drop = seed is not None
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)  # each kernel thread's gemm calls run on that thread
     try:
         _forward(gemm, q, k, v, qkv_bias, has_bias, bias, dt.type(scale), as_seed(seed), np.float32(p),
-                 _keep_scale(dt, p), drop, probs, ctx, scratch)
+                 _keep_scale(dt, p), drop, keep, probs, ctx, scratch)
     finally:
         set_threads(prev)
     return ctx
