@@ -7,82 +7,29 @@ Layout of a checkpoint file (a plain `np.savez` archive, no pickle):
     "<group>/<name>"      one array per tensor, e.g. "params/discriminator.electra...weight",
                           "adam_m/...", "adam_v/..."
 
-Atomic write (the usual recipe, as in e.g. `tempfile` + `os.replace` in pip and git): the archive is
-written to a temporary file in the same folder, flushed and fsync'ed, then renamed over the old file
-with `os.replace` (atomic on POSIX and Windows), and the folder is fsync'ed so the rename itself is
-durable. A process killed at any point leaves either the old file or the new one, never half of one;
+Written atomically (atomic.py: a temporary file beside it, fsync'ed, os.replace'd onto it, the folder
+fsync'ed): a process killed at any point leaves either the old file or the new one, never half of one;
 a stray temporary file may remain and is removed by the next save.
 
 Reading checks everything: the zip structure and every member's CRC-32 (a truncated or bit-flipped
 file fails), the JSON, the format name and version. Every failure is a `CheckpointError` naming the file.
 """
 
-import contextlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write, remove_stale_temporaries
+
 FORMAT_NAME = "electra_np.checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
-TMP_PREFIX = ".tmp-"  # temporary files are ".tmp-<name>-<random>" beside the target
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, truncated, corrupted or of another format."""
-
-
-def fsync_dir(folder):
-    """Make a rename inside `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write, mode="wb"):
-    """Call write(f) on a temporary file beside `path`, fsync it, then os.replace it onto `path`.
-
-    On any exception (or a kill) `path` keeps its old content; the temporary file is removed when
-    Python still runs to do so.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}-")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def remove_stale_temporaries(path):
-    """Delete temporary files left beside `path` by saves that were killed."""
-    path = Path(path)
-    for stale in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
 
 
 def save(path, arrays, meta):

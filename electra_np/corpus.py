@@ -28,9 +28,10 @@ import hashlib
 import os
 import sys
 import sysconfig
-import tempfile
 import warnings
 from pathlib import Path
+
+from .atomic import atomic_write_text
 
 SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
 UNDERLINE_CHARS = frozenset("*=-~^\"'`#+_.:")
@@ -136,19 +137,6 @@ def text_to_documents(text: str) -> list[list[str]]:
     return documents
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def default_corpus_path() -> Path:
     """Path of the cached default corpus text for this Python; built and written if absent."""
     stdlib = sysconfig.get_paths()["stdlib"]
@@ -156,7 +144,7 @@ def default_corpus_path() -> Path:
     version = "py{}.{}.{}".format(*sys.version_info[:3])
     path = cache_dir() / f"stdlib_corpus-{version}-{key}.txt"
     if not path.is_file():
-        _atomic_write_text(path, documents_to_text(build_default_corpus_documents()))
+        atomic_write_text(path, documents_to_text(build_default_corpus_documents()))
     return path
 
 
@@ -176,5 +164,5 @@ def default_corpus_documents(use_cache: bool = True) -> list[list[str]]:
 def write_default_corpus(path) -> Path:
     """Write the default corpus in the plain-text format to `path` (atomically); returns the path."""
     path = Path(path)
-    _atomic_write_text(path, documents_to_text(default_corpus_documents()))
+    atomic_write_text(path, documents_to_text(default_corpus_documents()))
     return path

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .checkpoint import fsync_dir
+from .atomic import fsync_dir
 from .classification import classifier_shapes, head_of
 from .config import ElectraConfig, PretrainingConfig
 from .model import Electra

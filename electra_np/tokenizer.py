@@ -19,16 +19,15 @@ basic-tokenized words whose non-initial characters carry the '##' prefix. Its vo
 [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4 (HF BertTokenizer's default ids); then single characters; then merges.
 """
 
-import contextlib
 import heapq
-import os
 import re
-import tempfile
 import time
 import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
+
+from .atomic import atomic_write_text
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # build_vocab gives them ids 0, 1, 2, 3, 4
@@ -254,23 +253,10 @@ def load_vocab(path) -> list[str]:
 
 
 def save_vocab(tokens: Iterable[str], path) -> None:
-    """Write tokens one per line (UTF-8, LF) through a temporary file and os.replace, so a reader never
-    sees half a file."""
+    """Write tokens one per line (UTF-8, LF) atomically (atomic.py): a reader never sees half a file."""
     tokens = list(tokens)
     _check_tokens(tokens, "save_vocab", unit="id", require_specials=False)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("".join(t + "\n" for t in tokens))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, "".join(t + "\n" for t in tokens))
 
 
 def build_vocab(lines: Iterable[str], vocab_size: int, do_lower_case: bool = True, min_frequency: int = 2,

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
+from . import atomic, checkpoint
 from .engine import make_step
 from .model import Electra, electra_forward
 from .optim import AdamW, clip_by_global_norm, global_norm, learning_rate
@@ -368,7 +368,7 @@ def replace_dir(tmp, final):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    checkpoint.fsync_dir(final.parent)
+    atomic.fsync_dir(final.parent)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -420,7 +420,7 @@ def _truncate_metrics(out_dir, step):
                 kept.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by a kill
-    checkpoint.atomic_write_text(path, "".join(kept))
+    atomic.atomic_write_text(path, "".join(kept))
 
 
 class _StopFlag:
@@ -514,7 +514,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
                 "training": tc.to_dict(), "vocab": list(tokenizer.ids_to_tokens),
                 "do_lower_case": tokenizer.do_lower_case, "data": data_info.get("fingerprint"),
                 "data_source": data_info.get("source")}
-    checkpoint.atomic_write_text(out_dir / RUN_NAME, json.dumps(
+    atomic.atomic_write_text(out_dir / RUN_NAME, json.dumps(
         {k: v for k, v in run_meta.items() if k != "vocab"}, indent=2) + "\n")
     tokenizer.save(out_dir / VOCAB_NAME)
     log = _Log(out_dir, echo)

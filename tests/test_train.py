@@ -179,7 +179,7 @@ def test_checkpoint_damage_is_a_clear_error(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from electra_np import checkpoint
+    from electra_np import atomic, checkpoint
 
     path, mode = sys.argv[1], sys.argv[2]
     checkpoint.save(path, {"params/w": np.full(1000, 1.0, np.float32)}, {"step": 1})  # the last good one
@@ -201,7 +201,7 @@ KILL_SCRIPT = textwrap.dedent("""
         savez = np.savez
         checkpoint.np.savez = lambda f, **arrays: savez(Dying(f), **arrays)
     else:  # die after the whole archive is written and fsync'ed, just before the rename
-        checkpoint.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        atomic.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
     checkpoint.save(path, big, {"step": 2})
     print("not killed")
 """)
