@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread
-from .layernorm import normalize_row
+from .layernorm import normalize_row, normalize_row_backward
 
 COL_BLOCK = 16
 
@@ -59,30 +59,19 @@ def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd
 def _embeddings_ln_backward(dx, xhat, rstd, w, seed, p, keep_scale, drop, ds, partial):
     N, E = xhat.shape
     P = partial.shape[0]
-    dt = xhat.dtype.type
     for ch in prange(P):
         pw, pb = partial[ch, 0], partial[ch, 1]
         for j in range(E):
             pw[j] = 0
             pb[j] = 0
         for i in range(ch * N // P, (ch + 1) * N // P):
-            xr, dsr = xhat[i], ds[i]
-            mg = dt(0.0)
-            mgx = dt(0.0)
+            dsr = ds[i]
             for j in range(E):
                 d = dx[i, j]
                 if drop:
                     d = d * keep_factor(seed, i * E + j, p, keep_scale)
-                pw[j] += d * xr[j]
-                pb[j] += d
-                g = d * w[j]
-                dsr[j] = g
-                mg += g
-                mgx += g * xr[j]
-            mg, mgx = mg / dt(E), mgx / dt(E)
-            r = rstd[i]
-            for j in range(E):
-                dsr[j] = r * (dsr[j] - mg - xr[j] * mgx)
+                dsr[j] = d
+            normalize_row_backward(dsr, xhat[i], w, rstd[i], pw, pb)
 
 
 @njit(parallel=True, cache=True)

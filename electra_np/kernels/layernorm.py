@@ -48,6 +48,28 @@ def normalize_row(xr, eps):
     return r
 
 
+@njit(inline="always", cache=True, fastmath=FASTMATH)
+def normalize_row_backward(g_row, xr, w, r, pw, pb):
+    """In place: g_row holds dy, the gradient of one row's LayerNorm output, and becomes the gradient of its
+    input, r (g - mean(g) - xhat mean(g xhat)), g = dy w; pw += dy xhat and pb += dy (the weight and bias
+    gradients' per-thread partials). xr: the row's xhat, r: its rstd. Shared with the embeddings kernel."""
+    C = xr.shape[0]
+    dt = xr.dtype.type
+    mg = dt(0.0)
+    mgx = dt(0.0)
+    for j in range(C):
+        d = g_row[j]
+        pw[j] += d * xr[j]
+        pb[j] += d
+        g = d * w[j]
+        g_row[j] = g
+        mg += g
+        mgx += g * xr[j]
+    mg, mgx = mg / dt(C), mgx / dt(C)
+    for j in range(C):
+        g_row[j] = r * (g_row[j] - mg - xr[j] * mgx)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd):
     N, C = y.shape
@@ -89,7 +111,6 @@ def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resi
 def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, seed, p, keep_scale, drop, ds, dd, want_dd, partial):
     N, C = xhat.shape
     P = partial.shape[0]
-    dt = xhat.dtype.type
     for ch in prange(P):
         pw, pb, pd = partial[ch, 0], partial[ch, 1], partial[ch, 2]
         for j in range(C):
@@ -97,22 +118,12 @@ def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, seed, p, keep
             pb[j] = 0
             pd[j] = 0
         for i in range(ch * N // P, (ch + 1) * N // P):
-            xr, dsr = xhat[i], ds[i]
-            mg = dt(0.0)
-            mgx = dt(0.0)
+            dsr = ds[i]
             for j in range(C):
-                d = dy_a[i, j] + dy_b[i, j] if has_b else dy_a[i, j]
-                pw[j] += d * xr[j]
-                pb[j] += d
-                g = d * w[j]
-                dsr[j] = g
-                mg += g
-                mgx += g * xr[j]
-            mg, mgx = mg / dt(C), mgx / dt(C)
-            r = rstd[i]
+                dsr[j] = dy_a[i, j] + dy_b[i, j] if has_b else dy_a[i, j]
+            normalize_row_backward(dsr, xhat[i], w, rstd[i], pw, pb)
             for j in range(C):
-                v = r * (dsr[j] - mg - xr[j] * mgx)
-                dsr[j] = v
+                v = dsr[j]
                 if drop:
                     v = v * keep_factor(seed, i * C + j, p, keep_scale)
                 if want_dd:
