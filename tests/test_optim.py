@@ -44,6 +44,18 @@ def test_clip_by_global_norm():
     assert g["a"][0] == 3.0  # input not modified
 
 
+def test_global_norm_accumulates_in_float64_across_chunks():
+    """optim.global_norm squares a chunk at a time: a float32 tensor spanning several chunks (and a
+    partial last one), a transposed view and an empty tensor give the float64 norm of everything."""
+    from electra_np.optim import NORM_CHUNK
+    rng = np.random.default_rng(0)
+    big = (rng.standard_normal(2 * NORM_CHUNK + 17) * 1e3).astype(np.float32)
+    view = rng.standard_normal((40, 30)).astype(np.float32).T
+    grads = {"big": big, "view": view, "empty": np.zeros((0, 3), np.float32), "one": np.array([2.5])}
+    want = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    assert abs(global_norm(grads) - want) <= 1e-14 * want
+
+
 def test_learning_rate_is_warmup_times_linear_decay():
     assert learning_rate(0, 1e-3, 10, 100) == 0.0
     assert learning_rate(5, 1e-3, 10, 100) == pytest.approx(1e-3 * 0.95 * 0.5)

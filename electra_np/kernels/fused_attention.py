@@ -3,7 +3,8 @@ with the matrix products done by single-matrix BLAS calls inside the kernel inst
 around it.
 
     forward, per pair:  q, k, v += the qkv linear's bias (optional, in place);
-                        S = q k^T (gemm, into probs[b, h]);  P = softmax(S s + bias) in place;
+                        S = q k^T (gemm, into probs[b, h], or a per-thread scratch in inference);
+                        P = softmax(S s + bias) in place;
                         P' = P * mask (a per-thread scratch);  ctx = P' v (gemm)
     backward, per pair: dP' = dctx v^T (gemm, scratch);  dS = s P (dP - rowsum(dP P)), dP = dP' mask;
                         dv = P'^T dctx, dq = dS k, dk = dS^T q (gemm);  the qkv bias gradient's
