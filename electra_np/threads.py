@@ -54,33 +54,33 @@ def configure_env(n=None):
 
 BLAS_SPIN_ENV, BLAS_SPIN = "OPENBLAS_THREAD_TIMEOUT", "12"
 blas_spin_before_numpy = False  # whether quiet_blas_spin ran before NumPy was imported
-_spin_env_at_import = None  # OPENBLAS_THREAD_TIMEOUT as quiet_blas_spin found it
+_spin_may_be_long = False  # NumPy came first and OPENBLAS_THREAD_TIMEOUT was unset: OpenBLAS spins long
 
 
 def quiet_blas_spin():
     """Shorten OpenBLAS's idle spin (see above) unless OPENBLAS_THREAD_TIMEOUT is set. Effective only
     before NumPy's first import; returns whether NumPy was still unimported."""
-    global blas_spin_before_numpy, _spin_env_at_import
+    global blas_spin_before_numpy, _spin_may_be_long
     import sys
 
-    _spin_env_at_import = os.environ.get(BLAS_SPIN_ENV)
     if "numpy" not in sys.modules:
         os.environ.setdefault(BLAS_SPIN_ENV, BLAS_SPIN)
         blas_spin_before_numpy = True
+    else:
+        _spin_may_be_long = BLAS_SPIN_ENV not in os.environ
     return blas_spin_before_numpy
-
-
-_warned_spin = False
 
 
 def warn_if_blas_spins():
     """Warn once if NumPy's OpenBLAS was loaded with its long idle spin: NumPy imported before electra_np
     with OPENBLAS_THREAD_TIMEOUT unset. Measured here (2 threads): the small step 1.58 -> 1.72-1.79 s,
     discriminator inference 0.36 -> 0.42 s. The fast path's builders call it."""
-    global _warned_spin
-    if _warned_spin or blas_spin_before_numpy or _spin_env_at_import is not None or not _numpy_uses_openblas():
+    global _spin_may_be_long
+    if not _spin_may_be_long:
         return False
-    _warned_spin = True
+    _spin_may_be_long = False  # asked once
+    if not _numpy_uses_openblas():
+        return False
     import warnings
 
     warnings.warn("NumPy was imported before electra_np, so its OpenBLAS keeps idle threads spinning for ~0.1 s "

@@ -251,6 +251,32 @@ def test_residual_layernorm_matches_reference(dtype, N, C, p):
         close(got, want, dtype)
 
 
+@pytest.mark.parametrize("C", [1, 5, 64])
+def test_normalize_row_backward_matches_finite_differences(C):
+    """layernorm.normalize_row_backward (the row helper both LayerNorm kernels inline), float64: for
+    L = sum(G * (xhat w + beta)), xhat = normalize_row(x), it turns dy = G into dL/dx and adds dL/dw and
+    dL/dbeta into the partials it is given (here holding 1.0, which must stay added to)."""
+    from electra_np.gradcheck import numeric_gradient, rel_error
+    rng = np.random.default_rng(C)
+    x, w, beta, G = (rng.standard_normal(C) * 2 for _ in range(4))
+    eps = 1e-5
+
+    def loss():
+        xr = x.copy()
+        layernorm.normalize_row(xr, eps)
+        return float(np.sum(G * (xr * w + beta)))
+
+    xhat = x.copy()
+    r = layernorm.normalize_row(xhat, eps)
+    g_row, pw, pb = G.copy(), np.ones(C), np.ones(C)
+    layernorm.normalize_row_backward(g_row, xhat, w, r, pw, pb)
+    for got, var in ((g_row, x), (pw - 1, w), (pb - 1, beta)):
+        assert rel_error(got, numeric_gradient(loss, var, h=1e-6)) < 1e-8
+    # against the closed form too (at C = 1 the row normalizes to 0: dx = 0)
+    close(pb - 1, G, np.float64)
+    close(pw - 1, G * xhat, np.float64)
+
+
 def test_layernorm_backward_is_deterministic():
     rng = np.random.default_rng(0)
     N, C = 257, 64

@@ -107,6 +107,18 @@ def per_thread(buf, shape, dtype):
     return buf
 
 
+_UNREAD = {}
+
+
+def unread(dtype, ndim):
+    """A stand-in for an optional array argument the kernel will not touch (its flag says absent): one
+    zero-filled 1-element array per (dtype, ndim), made once, so a call without the option allocates nothing."""
+    key = (np.dtype(dtype), ndim)
+    if key not in _UNREAD:
+        _UNREAD[key] = np.zeros((1,) * ndim, dtype)
+    return _UNREAD[key]
+
+
 # ----------------------------------------------------------------------------- exp and erf by dtype
 
 @njit(inline="always", cache=True)

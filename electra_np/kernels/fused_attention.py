@@ -31,7 +31,8 @@ from numba import njit, prange
 from . import blas
 from .attention import dropout_row, softmax_dropout_backward_row, softmax_row
 from .blas import NO_TRANS, ROW_MAJOR, TRANS
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, per_thread
+from .common import (FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, per_thread,
+                     unread)
 
 
 def available(dtype):
@@ -184,7 +185,7 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, q
                 raise ValueError(f"with qkv_bias, {name} is updated in place and must be a writeable view "
                                  "with unit stride along its last axis")
     else:
-        qkv_bias = np.zeros((3, NH, hs), dt)  # unread
+        qkv_bias = unread(dt, 3)
     q = _operand("q", q, dt, (B, NH, T, hs))
     k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
     bias = as_input("bias", bias, dt, (B, Tk))
@@ -192,7 +193,7 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, q
     if keep:
         as_output("probs", probs, dt, (B, NH, T, Tk))
     else:
-        probs = np.empty((1, 1, 1, 1), dt)  # unread
+        probs = unread(dt, 4)
     _result("ctx", ctx, dt, (B, NH, T, hs))
     drop = seed is not None
     scratch = _scratch(scratch, T, Tk, dt)

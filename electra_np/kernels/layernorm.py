@@ -16,17 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread
-
-_NONE = {}
-
-
-def _dummy(dt, ndim):
-    key = (np.dtype(dt), ndim)
-    if key not in _NONE:
-        _NONE[key] = np.zeros((1,) * ndim, dt)
-    return _NONE[key]
-
+from .common import (FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread,
+                     unread)
 
 @njit(inline="always", cache=True, fastmath=FASTMATH)
 def normalize_row(xr, eps):
@@ -101,8 +92,8 @@ def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resi
     for name, a, shape in (("out", out, (N, C)), ("xhat", xhat, (N, C)), ("rstd", rstd, (N,))):
         as_output(name, a, dt, shape)
     has_bias, has_resid, drop = bias is not None, resid is not None, seed is not None
-    bias = as_input("bias", bias, dt, (C,)) if has_bias else _dummy(dt, 1)
-    resid = as_input("resid", resid, dt, (N, C)) if has_resid else _dummy(dt, 2)
+    bias = as_input("bias", bias, dt, (C,)) if has_bias else unread(dt, 1)
+    resid = as_input("resid", resid, dt, (N, C)) if has_resid else unread(dt, 2)
     _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, w, beta,
                                 dt.type(eps), out, xhat, rstd)
 
@@ -147,8 +138,8 @@ def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, s
     as_output("dw", dw, dt, (C,))
     as_output("dbeta", dbeta, dt, (C,))
     has_b, drop, want_dd = dy_b is not None, seed is not None, dd is not None
-    dy_b = as_input("dy_b", dy_b, dt, (N, C)) if has_b else _dummy(dt, 2)
-    dd = as_output("dd", dd, dt, (N, C)) if want_dd else _dummy(dt, 2)
+    dy_b = as_input("dy_b", dy_b, dt, (N, C)) if has_b else unread(dt, 2)
+    dd = as_output("dd", dd, dt, (N, C)) if want_dd else unread(dt, 2)
     partial = per_thread(partial, (3, C), dt)
     _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, ds, dd,
                                  want_dd, partial)
