@@ -32,9 +32,9 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
-    from electra_np.kernels import attention as fast
+    from electra_np.fast.kernels import attention as fast
     from electra_np.ops import attention as ref_ops
-    from electra_np.threads import set_num_threads
+    from electra_np.fast.runtime import set_num_threads
     set_num_threads(common.THREADS)
     torch.set_num_threads(common.THREADS)
     info = common.machine()

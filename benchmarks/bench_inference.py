@@ -27,9 +27,9 @@ def _reference_logits(setup, params, batch):
 
 class OursInfer:
     def __init__(self, name, B, T, seed=0):
-        from electra_np.fast import make_fast_discriminator
+        from electra_np.fast.step import make_fast_discriminator
         from electra_np.params import sub
-        from electra_np.threads import set_num_threads
+        from electra_np.fast.runtime import set_num_threads
         set_num_threads(common.THREADS)
         setup = common.build_setup(name)
         params = setup.init_params(seed, np.float32)

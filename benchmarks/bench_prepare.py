@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from electra_np import data  # noqa: E402
-from electra_np.corpus import cache_dir  # noqa: E402
-from electra_np.tokenizer import Tokenizer, build_vocab, load_vocab, save_vocab  # noqa: E402
+from electra_np.data import prepare as data  # noqa: E402
+from electra_np.data.default_corpus import cache_dir  # noqa: E402
+from electra_np.data.tokenizer import Tokenizer, build_vocab, load_vocab, save_vocab  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "en_gutenberg" / "gutenberg_en.txt"
 VOCAB_SIZE = 8000

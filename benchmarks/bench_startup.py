@@ -21,7 +21,7 @@ import time
 CHILD = r"""
 import json, os, sys, time
 t0 = time.perf_counter()
-from electra_np.threads import set_num_threads  # electra_np before NumPy, as the CLI
+from electra_np.fast.runtime import set_num_threads  # electra_np before NumPy, as the CLI
 import numpy as np
 from electra_np.engine import make_step
 from electra_np.config import preset

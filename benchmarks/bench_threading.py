@@ -27,7 +27,7 @@ import numpy as np
 from electra_np.config import preset
 from electra_np.engine import make_step
 from electra_np.model import Electra
-from electra_np.threads import set_num_threads
+from electra_np.fast.runtime import set_num_threads
 import numba
 set_num_threads({threads})
 kw = dict(embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,

@@ -49,8 +49,8 @@ def machine():
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"), "threads": THREADS}
     import numba
 
-    from electra_np import kernels
-    from electra_np.kernels import fused_attention
+    from electra_np.fast import kernels
+    from electra_np.fast.kernels import fused_attention
     info["numba"] = numba.__version__
     info["numba_512_bit"] = kernels.PREFER_512_BIT
     info["fused_attention"] = fused_attention.available(np.float32)
@@ -269,7 +269,7 @@ class OursStep:
 
     def __init__(self, name, B, T, seed=0, validate=True):
         from electra_np.engine import make_step
-        from electra_np.threads import set_num_threads, thread_info
+        from electra_np.fast.runtime import set_num_threads, thread_info
         set_num_threads(THREADS)
         self.setup = build_setup(name)
         self.params = self.setup.init_params(seed, np.float32)
@@ -292,7 +292,7 @@ class OursStep:
             self.run()
 
     def run(self):
-        from electra_np.kernels.adamw import adamw_update
+        from electra_np.fast.kernels.adamw import adamw_update
         loss, metrics, grads = self.step(self.params, self.batch, self.rng)
         self.t += 1
         adamw_update(self.params, grads, self.m, self.v, LR, self.t)

@@ -40,14 +40,14 @@ class _NumpyProxy:
 
 
 def instrument():
-    from electra_np import fast
+    from electra_np.fast import step as fast
     for name in ("softmax_dropout_forward", "softmax_dropout_backward", "bias_gelu_forward", "bias_gelu_backward",
                  "residual_layernorm_forward", "residual_layernorm_backward", "embeddings_forward", "embeddings_backward",
                  "softmax_xent_forward", "softmax_xent_backward", "bce_forward", "bce_backward", "add_bias", "sum_rows",
                  "prepare_step", "gumbel_argmax", "key_bias"):
         setattr(fast, name, timer(name, getattr(fast, name)))
     fast.bmm = timer("bmm (BLAS, batched attention)", fast.bmm)
-    from electra_np.kernels import fused_attention
+    from electra_np.fast.kernels import fused_attention
     for name in ("attention_forward", "attention_backward"):  # the per-pair kernels, BLAS inside
         setattr(fused_attention, name, timer(f"fused {name} (BLAS inside)", getattr(fused_attention, name)))
     fast.np = _NumpyProxy()
@@ -63,7 +63,7 @@ def main():
     common.print_machine(common.machine())
     instrument()
     side = common.OursStep(args.config, args.batch, args.length, validate=False)
-    from electra_np.kernels import adamw
+    from electra_np.fast.kernels import adamw
     adamw.adamw_update = timer("adamw_update", adamw.adamw_update)
     side.run()  # warm-up: the first step builds the workspace and faults its pages in
     ACC.clear()

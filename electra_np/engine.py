@@ -24,7 +24,7 @@ def make_step(setup, backend="fast"):
     if backend == "numpy":
         return reference_step(setup)
     if backend == "fast":
-        from .fast import make_fast_step  # Numba kernels; compiled on first use, cached on disk
+        from .fast.step import make_fast_step  # Numba kernels; compiled on first use, cached on disk
 
         return make_fast_step(setup)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

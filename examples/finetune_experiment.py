@@ -43,12 +43,12 @@ import numpy as np  # noqa: E402
 
 from electra_np.config import ElectraConfig, PretrainingConfig, preset  # noqa: E402
 from electra_np.engine import make_step  # noqa: E402
-from electra_np.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
-from electra_np.finetune_data import encode_examples, label_map, read_glue, read_tsv  # noqa: E402
-from electra_np.metrics import median_over_seeds  # noqa: E402
+from electra_np.train.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
+from electra_np.data.labelled import encode_examples, label_map, read_glue, read_tsv  # noqa: E402
+from electra_np.train.metrics import median_over_seeds  # noqa: E402
 from electra_np.model import Electra  # noqa: E402
 from electra_np.params import encoder_shapes, init_params  # noqa: E402
-from electra_np.tokenizer import Tokenizer  # noqa: E402
+from electra_np.data.tokenizer import Tokenizer  # noqa: E402
 
 # A 4-layer ELECTRA-Small (E=128, H=256, 4 heads, F=1024): a third of Small's depth, so that the budget
 # buys a few thousand steps
@@ -86,7 +86,7 @@ def load_encoder(folder):
 
 
 def pretrain_cmd(folder, corpus, vocab, objective, steps, args):
-    cmd = [sys.executable, "-m", "electra_np.cli", "pretrain", "--preset", "small", "--out_dir", folder,
+    cmd = [sys.executable, "-m", "electra_np", "pretrain", "--preset", "small", "--out_dir", folder,
            "--corpus", *corpus, "--vocab", vocab, "--objective", objective, "--steps", steps,
            "--batch_size", args.batch_size, "--seq_len", 128, "--lr", args.lr, "--log_every", 50,
            "--eval_every", max(100, steps // 10), "--save_every", max(200, steps // 5), "--seed", args.seed,
@@ -208,7 +208,7 @@ def stage_probe(args, out, tokenizer):
     """How input-dependent is each pretrained encoder's output (a collapse check)? On 64 dev sentences:
     the spread of the token vectors across positions and of the [CLS] vector across sentences (std over the
     rows, relative to the mean |h|), and the mean cosine between two sentences' [CLS] vectors."""
-    from electra_np.finetune_data import pad_batch
+    from electra_np.data.labelled import pad_batch
     from electra_np.model import encoder_forward
 
     train_ex, dev_ex, _, _ = next(iter(tasks_for(args).values()))
@@ -277,7 +277,7 @@ def main():
     args = ap.parse_args()
     if args.parallel:
         args.threads = 1
-    from electra_np.threads import set_num_threads
+    from electra_np.fast.runtime import set_num_threads
 
     set_num_threads(args.threads)  # the step timing runs as the pretrainings will
     if not DATA.is_dir():
@@ -295,7 +295,7 @@ def main():
     objectives = args.objectives or (["electra", "mlm"] if args.lang == "en" else ["electra"])
     vocab = out / f"vocab_{args.lang}.txt"
     if not vocab.is_file():
-        run([sys.executable, "-m", "electra_np.cli", "build-vocab", "--corpus", *corpus, "--vocab_size", args.vocab_size,
+        run([sys.executable, "-m", "electra_np", "build-vocab", "--corpus", *corpus, "--vocab_size", args.vocab_size,
              "--out", vocab])
     tokenizer = Tokenizer.from_file(vocab, do_lower_case=True)
     config = preset("small", vocab_size=len(tokenizer), **MODEL)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from electra_np import checkpoint, cli, train
+from electra_np.train import checkpoint, loop as train
+from electra_np.cli import main as cli
 
 SMALL = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
          "--num_attention_heads", "2", "--seq_len", "32", "--batch_size", "8", "--vocab_size", "300",
@@ -103,7 +104,7 @@ def test_pretrain_help_names_the_issue_options(capsys):
 def test_console_script_is_installed():
     out = subprocess.run(["electra-np", "--help"], capture_output=True, text=True, timeout=60)
     if out.returncode == 127 or "not found" in out.stderr:
-        out = subprocess.run([sys.executable, "-m", "electra_np.cli", "--help"], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "electra_np", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "pretrain" in out.stdout and "gradcheck" in out.stdout
 
 
@@ -304,7 +305,7 @@ def test_resume_on_changed_data_is_refused(env, tmp_path, capsys):
 def test_threads_reach_blas_and_numba_before_numpy_loads(capsys, monkeypatch):
     for name in cli.THREAD_VARIABLES:
         monkeypatch.setenv(name, "2")
-    code = ("import os, sys; from electra_np import cli; cli._set_threads(['pretrain', '--threads', '1']); "
+    code = ("import os, sys; from electra_np.cli import main as cli; cli._set_threads(['pretrain', '--threads', '1']); "
             "print('numpy' in sys.modules, [os.environ[v] for v in cli.THREAD_VARIABLES])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False ['1', '1', '1', '1', '1']", out.stderr

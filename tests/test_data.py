@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra_np import corpus, data
-from electra_np.data import BatchSampler, ExampleBuilder, PretrainingData, prepare_corpus
+from electra_np.data import default_corpus as corpus, prepare as data
+from electra_np.data.prepare import BatchSampler, ExampleBuilder, PretrainingData, prepare_corpus
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -19,7 +19,7 @@ PAD, UNK, CLS, SEP = 0, 1, 2, 3
 
 
 class WordTokenizer:
-    """Stand-in with electra_np.tokenizer.Tokenizer's interface: each lowercased whitespace word is one
+    """Stand-in with electra_np.data.tokenizer.Tokenizer's interface: each lowercased whitespace word is one
     token ([UNK] if unknown), special tokens kept as they are; words with no letter or digit are dropped."""
 
     def __init__(self, vocab, do_lower_case=True):
@@ -432,7 +432,7 @@ def test_word_cache_off_for_a_tokenizer_that_spans_spaces(synthetic, tmp_path):
 
 
 def test_word_cache_matches_the_real_tokenizer():
-    tokenizer = pytest.importorskip("electra_np.tokenizer")
+    tokenizer = pytest.importorskip("electra_np.data.tokenizer")
     text = ["Héllo, WORLD! café naïve [SEP]x y[MASK] 東京タワー tab\there a\u00a0b", "don't stop-believing ...",
             "\x07ctrl\u200bzero-width  double  space", "the end."] * 3
     tok = tokenizer.Tokenizer(tokenizer.build_vocab(text + ["hello world the end"] * 5, 120, min_frequency=1))

@@ -71,8 +71,8 @@ def test_fast_equals_reference_float32_dropout_on():
 def test_both_attention_paths_equal_the_reference(monkeypatch, fused):
     """The per-pair attention kernel where NumPy's BLAS allows it, else the batched products around the
     softmax kernels: each gives the reference's step (float64, dropout on)."""
-    from electra_np import fast
-    from electra_np.kernels import fused_attention
+    from electra_np.fast import step as fast
+    from electra_np.fast.kernels import fused_attention
     if fused and not fused_attention.available(np.float64):
         pytest.skip("NumPy's BLAS is not scipy-openblas (or ELECTRA_NP_FUSED_ATTENTION=0)")
     if not fused:
@@ -138,7 +138,7 @@ def test_fast_refuses_what_the_reference_refuses():
 
 
 def test_fast_discriminator_inference_equals_reference():
-    from electra_np.fast import make_fast_discriminator
+    from electra_np.fast.step import make_fast_discriminator
     from electra_np.model import discriminator_forward
     from electra_np.params import sub
     setup = make_setup()
@@ -153,7 +153,7 @@ def test_fast_discriminator_inference_equals_reference():
 def test_inference_encoder_keeps_one_layer_of_buffers():
     """training=False: the layers share one set of buffers, there is no backward scratch, and backward
     is refused; its forward equals the training encoder's (dropout off)."""
-    from electra_np.fast import _Encoder, key_bias
+    from electra_np.fast.step import _Encoder, key_bias
     from electra_np.params import sub
     setup = make_setup(layers=3)
     w = sub(perturbed(setup, np.float64), "discriminator.")
@@ -173,7 +173,7 @@ def test_inference_encoder_keeps_one_layer_of_buffers():
 def test_thread_setting_governs_numba_and_blas_and_runs_are_repeatable(monkeypatch):
     import numba
 
-    from electra_np import threads
+    from electra_np.fast import runtime as threads
     setup = make_setup()
     params = perturbed(setup, np.float32)
     b = batch()
@@ -207,7 +207,7 @@ def test_kernels_use_the_workqueue_layer_unless_told_otherwise():
     import subprocess
     import sys
 
-    code = ("import numpy as np, numba; from electra_np.kernels.common import sum_rows; "
+    code = ("import numpy as np, numba; from electra_np.fast.kernels.common import sum_rows; "
             "sum_rows(np.ones((64, 8)), np.empty(8)); print(numba.threading_layer())")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -228,7 +228,7 @@ def test_kernels_compile_for_512_bit_vectors_on_avx512_hosts_unless_told_otherwi
     import llvmlite.binding as llvm
 
     avx512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
-    code = ("import numba, electra_np.kernels as k; from electra_np.threads import thread_info; "
+    code = ("import numba, electra_np.fast.kernels as k; from electra_np.fast.runtime import thread_info; "
             "f = numba.config.CPU_FEATURES; print(k.PREFER_512_BIT, thread_info()['numba_512_bit_vectors'], "
             "bool(f) and f.endswith(',-prefer-256-bit'))")
 
@@ -258,7 +258,7 @@ def test_openblas_idle_spin_is_shortened_when_electra_np_comes_first():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         return out.stdout.split()
 
-    show = "import os; from electra_np.threads import thread_info; i = thread_info(); " \
+    show = "import os; from electra_np.fast.runtime import thread_info; i = thread_info(); " \
            "print(i['openblas_thread_timeout'], i['set_before_numpy'])"
     assert run("import electra_np; " + show) == ["12", "True"]
     assert run("import electra_np; " + show, OPENBLAS_THREAD_TIMEOUT="20") == ["20", "True"]
@@ -273,7 +273,7 @@ def test_fast_path_warns_when_numpy_came_first_with_the_long_blas_spin():
     import sys
 
     code = ("import warnings; {first}; from electra_np.config import preset; "
-            "from electra_np.fast import make_fast_discriminator\n"
+            "from electra_np.fast.step import make_fast_discriminator\n"
             "with warnings.catch_warnings(record=True) as got:\n"
             "    warnings.simplefilter('always'); make_fast_discriminator(preset('tiny')); "
             "make_fast_discriminator(preset('tiny'))\n"
@@ -298,7 +298,7 @@ def test_generator_and_discriminator_activations_share_one_block():
     """fast.Workspace: both encoders' activations live in one block, sized for the larger of the two
     (the generator's backward is over before the discriminator's forward), and stay correct when the
     discriminator's forward overwrites the generator's buffers on every step (compare runs 3 steps)."""
-    from electra_np.fast import Arena
+    from electra_np.fast.step import Arena
 
     setup = make_setup()
     params = perturbed(setup, np.float64)

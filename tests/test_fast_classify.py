@@ -9,8 +9,8 @@ import pytest
 from _compare import assert_same_step
 from electra_np.classification import init_classifier
 from electra_np.config import ElectraConfig
-from electra_np.finetune import FinetuneConfig, finetune, make_classifier
-from electra_np.finetune_data import pad_batch
+from electra_np.train.finetune import FinetuneConfig, finetune, make_classifier
+from electra_np.data.labelled import pad_batch
 from electra_np.params import encoder_shapes, init_params
 
 CLS, SEP, PAD = 2, 3, 0
@@ -157,7 +157,7 @@ def test_finetune_loop_is_the_same_on_both_backends():
 
 def test_rounding_up_never_passes_max_position_embeddings():
     """max_position_embeddings 12 and an 11-token example: T rounds to 12, not 16 (which check_batch refuses)."""
-    from electra_np.finetune import predict_logits
+    from electra_np.train.finetune import predict_logits
 
     cfg = ElectraConfig(vocab_size=31, embedding_size=8, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
                         intermediate_size=20, max_position_embeddings=12)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from electra_np.config import ElectraConfig
-from electra_np.finetune import FinetuneConfig, evaluate, finetune, layer_lr_scales
+from electra_np.train.finetune import FinetuneConfig, evaluate, finetune, layer_lr_scales
 from electra_np.params import encoder_shapes, init_params
 
 NAMES = ["electra.embeddings.word_embeddings.weight", "electra.embeddings.LayerNorm.bias",

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from electra_np.finetune_data import (batches, encode_examples, label_map, pad_batch, read_glue, read_tsv,
+from electra_np.data.labelled import (batches, encode_examples, label_map, pad_batch, read_glue, read_tsv,
                                       truncate_pair)
-from electra_np.tokenizer import Tokenizer
+from electra_np.data.tokenizer import Tokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film", "the", "is", ".", "##s"]
 

@@ -8,7 +8,7 @@ import pytest
 from electra_np import optim
 from electra_np import counter_rng, masking
 from electra_np.counter_rng import draw_seed
-from electra_np.kernels import adamw, attention, blas, common, embeddings, fused_attention, gelu, layernorm, losses, sampling
+from electra_np.fast.kernels import adamw, attention, blas, common, embeddings, fused_attention, gelu, layernorm, losses, sampling
 from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
 from electra_np.ops.embeddings import embeddings_backward, embeddings_forward
@@ -448,7 +448,7 @@ def test_non_contiguous_inputs_are_converted_not_misread():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bmm_matches_matmul_on_head_views(dtype):
-    from electra_np.kernels import blas
+    from electra_np.fast.kernels import blas
     rng = np.random.default_rng(0)
     B, T, NH, hs = 3, 5, 3, 4
     qkv = rand(rng, (B, T, 3, NH, hs), dtype)
@@ -464,7 +464,7 @@ def test_bmm_matches_matmul_on_head_views(dtype):
 
 
 def test_bmm_batched_blas_path_at_model_size():
-    from electra_np.kernels import blas
+    from electra_np.fast.kernels import blas
     rng = np.random.default_rng(0)
     B, T, NH, hs = 2, 128, 2, 64
     qkv = rand(rng, (B, T, 3, NH, hs), np.float32)

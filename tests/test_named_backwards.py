@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from electra_np.config import ElectraConfig, PretrainingConfig
-from electra_np.fast import make_fast_step
+from electra_np.fast.step import make_fast_step
 from electra_np.gradcheck import check_function, check_op
-from electra_np.kernels import attention as k_attention
+from electra_np.fast.kernels import attention as k_attention
 from electra_np.masking import Corruption
 from electra_np.model import (Electra, discriminator_backward, discriminator_forward, encoder_backward,
                               encoder_forward, generator_backward, generator_forward)

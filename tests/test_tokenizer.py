@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra_np.tokenizer import (SPECIAL_TOKENS, Tokenizer, basic_tokenize, build_vocab, load_vocab,
+from electra_np.data.tokenizer import (SPECIAL_TOKENS, Tokenizer, basic_tokenize, build_vocab, load_vocab,
                                   save_vocab)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -249,7 +249,7 @@ def test_parity_with_hf_tokenizers_wordpiece(built, corpora):
 
 
 def test_import_does_not_pull_in_hugging_face():
-    code = ("import sys, electra_np.tokenizer; "
+    code = ("import sys, electra_np.data.tokenizer; "
             "print(sorted(m for m in ('transformers', 'tokenizers', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

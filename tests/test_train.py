@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra_np import checkpoint, cli, train
+from electra_np.train import checkpoint, loop as train
+from electra_np.cli import main as cli
 from electra_np.params import discriminator_shapes, generator_shapes
 
 SMALL = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
@@ -179,7 +180,8 @@ def test_checkpoint_damage_is_a_clear_error(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from electra_np import atomic, checkpoint
+    from electra_np import atomic
+    from electra_np.train import checkpoint
 
     path, mode = sys.argv[1], sys.argv[2]
     checkpoint.save(path, {"params/w": np.full(1000, 1.0, np.float32)}, {"step": 1})  # the last good one

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ElectraConfig
-from .finetune import FinetuneConfig, evaluate, finetune, predict_logits
-from .finetune_data import encode_examples, label_map, read_tsv
-from .tokenizer import Tokenizer
-from .train import replace_dir
+from ..config import ElectraConfig
+from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
+from ..data.labelled import encode_examples, label_map, read_tsv
+from ..data.tokenizer import Tokenizer
+from ..train.loop import replace_dir
 
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
@@ -60,7 +60,7 @@ def load_model(path):
         except (ValueError, OSError, EOFError) as e:
             raise FinetuneError(f"{folder / 'model.npz'}: unreadable ({e})") from None
     else:
-        from . import hf
+        from .. import hf
 
         config, params, _ = hf.from_pretrained(folder)
     return config, params, d
@@ -108,7 +108,7 @@ def save_classifier(out_dir, config, params, tokenizer, labels, fc, history, col
         (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         if head == "ElectraForSequenceClassification":
             try:
-                from . import hf
+                from .. import hf
 
                 hf.save_pretrained(tmp / "hf", config, params, "classifier", {"id2label": d["id2label"],
                                                                              "label2id": d["label2id"]})
@@ -136,7 +136,7 @@ def cmd_finetune(args, echo=print):
         raise FinetuneError(f"the vocabulary has {len(tokenizer)} tokens but the model's vocab_size is "
                             f"{config.vocab_size}")
     if args.random_init:
-        from .params import encoder_shapes, init_params
+        from ..params import encoder_shapes, init_params
 
         params = init_params(encoder_shapes(config), config.initializer_range, args.seed)
     train_ex, dev_ex = read_examples(args, args.train), read_examples(args, args.dev)

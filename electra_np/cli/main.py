@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ACTIVATIONS, PRESETS, ElectraConfig, PretrainingConfig
+from ..config import ACTIVATIONS, PRESETS, ElectraConfig, PretrainingConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
@@ -84,7 +84,7 @@ DATA_DEFAULTS = dict(corpus=None, data=None, vocab=None, lowercase=True, eval_fr
 
 def train_defaults():
     """TrainConfig's defaults (imported late: --threads must be set before NumPy loads)."""
-    from .train import TrainConfig
+    from ..train.loop import TrainConfig
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -210,7 +210,7 @@ def build_parser():
     p.add_argument("--max_entries", type=int, default=None, help="probe at most this many random entries per "
                                                                  "tensor (default: every entry)")
     try:  # finetune / evaluate / predict (finetune_cli.py), when present
-        from .finetune_cli import add_parsers
+        from .finetune import add_parsers
     except ImportError:
         return parser
     add_parsers(sub)
@@ -267,8 +267,8 @@ def resolve_settings(given, base=None):
 
 def _build_configs(settings, tokenizer, explicit):
     """ElectraConfig (vocab_size and pad id from the tokenizer), PretrainingConfig and TrainConfig."""
-    from .config import preset
-    from .train import TrainConfig
+    from ..config import preset
+    from ..train.loop import TrainConfig
 
     model = {f.name: settings[f.name] for f in MODEL_FIELDS if f.name in settings}
     if "vocab_size" in explicit and explicit["vocab_size"] != len(tokenizer) and settings.get("vocab") is not None:
@@ -284,10 +284,10 @@ def _build_configs(settings, tokenizer, explicit):
 # ----------------------------------------------------------------------------- commands
 
 def cmd_pretrain(given):
-    from . import checkpoint
-    from . import train as tr
-    from .data import VOCAB_NAME as DATA_VOCAB, load_meta
-    from .tokenizer import Tokenizer
+    from ..train import checkpoint
+    from ..train import loop as tr
+    from ..data.prepare import VOCAB_NAME as DATA_VOCAB, load_meta
+    from ..data.tokenizer import Tokenizer
 
     resume, overwrite = given.pop("resume", False), given.pop("overwrite", False)
     given.pop("threads", None)
@@ -375,12 +375,12 @@ def cmd_pretrain(given):
 
 
 def cmd_build_vocab(args):
-    from . import train as tr
+    from ..train import loop as tr
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
-    from .tokenizer import Tokenizer, build_vocab
+    from ..data.tokenizer import Tokenizer, build_vocab
 
     sources = tr.corpus_sources(args.corpus)
     lowercase = True if args.lowercase is None else args.lowercase
@@ -393,9 +393,9 @@ def cmd_build_vocab(args):
 
 
 def cmd_prepare(args):
-    from . import train as tr
-    from .data import prepare_corpus
-    from .tokenizer import Tokenizer
+    from ..train import loop as tr
+    from ..data.prepare import prepare_corpus
+    from ..data.tokenizer import Tokenizer
 
     lowercase = True if args.lowercase is None else args.lowercase
     sources = tr.corpus_sources(args.corpus)
@@ -418,9 +418,9 @@ def gradcheck_errors(objective="electra", hidden_act="gelu", seed=0, max_entries
     Returns: ({name: relative error}, {name: max |analytic gradient|})."""
     import numpy as np
 
-    from .gradcheck import check_electra
-    from .masking import Corruption
-    from .model import Electra, electra_backward, electra_forward
+    from ..gradcheck import check_electra
+    from ..masking import Corruption
+    from ..model import Electra, electra_backward, electra_forward
 
     V, T = 19, 7
     config = ElectraConfig(vocab_size=V, embedding_size=6, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
@@ -492,7 +492,7 @@ def _set_threads(argv):
         os.environ[name] = str(known.threads)
     if "numpy" in sys.modules or "numba" in sys.modules:  # already loaded (e.g. called from Python): set live
         try:
-            from .threads import set_num_threads
+            from ..fast.runtime import set_num_threads
         except ImportError:
             return
         set_num_threads(known.threads)
@@ -518,7 +518,7 @@ def main(argv=None):
         print("electra-np: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
-        from .train import TrainingDiverged
+        from ..train.loop import TrainingDiverged
 
         if os.environ.get("ELECTRA_NP_TRACEBACK"):
             raise

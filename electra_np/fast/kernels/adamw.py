@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..optim import decays
+from ...optim import decays
 from .common import FASTMATH, as_input, as_output
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .classification import (check_inputs, classification_backward, classification_forward, classifier_forward,
+from ..classification import (check_inputs, classification_backward, classification_forward, classifier_forward,
                              init_classifier)
-from .finetune_data import batches
+from ..data.labelled import batches
 from .metrics import METRICS
-from .optim import AdamW, clip_by_global_norm, learning_rate
+from ..optim import AdamW, clip_by_global_norm, learning_rate
 
 BACKENDS = ("numpy", "fast")
 
@@ -83,7 +83,7 @@ def make_classifier(config, backend="fast"):
     if backend == "numpy":
         return ReferenceClassifier(config)
     if backend == "fast":
-        from .fast_classify import FastClassifier  # Numba kernels; compiled on first use, cached on disk
+        from ..fast.classify import FastClassifier  # Numba kernels; compiled on first use, cached on disk
 
         return FastClassifier(config)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -139,7 +139,7 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
     opt = AdamW(params, weight_decay=fc.weight_decay)
     clf = make_classifier(config, fc.backend)
     if fc.backend == "fast":
-        from .kernels.adamw import fused_update
+        from ..fast.kernels.adamw import fused_update
 
         update = fused_update(opt, scales)
     else:

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ..counter_rng import GOLDEN, MIX1, MIX2
+from ...counter_rng import GOLDEN, MIX1, MIX2
 
 # fastmath without nnan / ninf: masked softmax rows meet -inf, and an infinity must stay one
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}

@@ -38,11 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, checkpoint
-from .engine import make_step
-from .model import Electra, electra_forward
-from .optim import AdamW, clip_by_global_norm, global_norm, learning_rate
-from .params import check_params, discriminator_params, generator_params
+from .. import atomic
+from . import checkpoint
+from ..engine import make_step
+from ..model import Electra, electra_forward
+from ..optim import AdamW, clip_by_global_norm, global_norm, learning_rate
+from ..params import check_params, discriminator_params, generator_params
 
 CHECKPOINT_NAME = "checkpoint.npz"
 RUN_NAME = "run.json"
@@ -128,7 +129,7 @@ def _check_int(name, value, minimum):
 def default_backend():
     """"fast" when the Numba backend imports, else "numpy"."""
     try:
-        from . import fast  # noqa: F401
+        from ..fast import step as fast  # noqa: F401
     except Exception:  # absent, or numba cannot compile here
         return "numpy"
     return "fast"
@@ -352,7 +353,7 @@ def _save_hf(folder, config, weights, kind):
     """Hugging Face safetensors too, if electra_np.hf and safetensors are available."""
     try:
         import safetensors  # noqa: F401
-        from . import hf
+        from .. import hf
     except ImportError:
         return
     if hasattr(hf, "save_pretrained"):
@@ -540,7 +541,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
 
     step_fn = make_step(setup, backend)
     if backend == "fast":
-        from .kernels.adamw import fused_update  # optim.AdamW.update in one fused pass per tensor
+        from ..fast.kernels.adamw import fused_update  # optim.AdamW.update in one fused pass per tensor
 
         update = fused_update(optimizer)
     else:
@@ -667,8 +668,8 @@ def format_summary(summary, electra=True):
 def corpus_sources(corpus):
     """The corpus files as data.CorpusSource objects, each checked (exists, not empty, UTF-8 text).
     corpus: a list of paths, or None for the embedded default corpus (corpus.py)."""
-    from .corpus import default_corpus_path
-    from .data import CorpusSource
+    from ..data.default_corpus import default_corpus_path
+    from ..data.prepare import CorpusSource
 
     specs = [str(default_corpus_path())] if corpus is None else [str(c) for c in corpus]
     if not specs:
@@ -699,8 +700,8 @@ def _key(obj):
 def vocab_for_corpus(sources, vocab_size, lowercase=True, min_frequency=2, echo=print):
     """A WordPiece vocabulary learned from the sources (tokenizer.build_vocab), cached in the electra_np cache
     folder under a key of the files (path, size, mtime) and the settings. Returns: a Tokenizer."""
-    from .corpus import cache_dir
-    from .tokenizer import Tokenizer, build_vocab, load_vocab
+    from ..data.default_corpus import cache_dir
+    from ..data.tokenizer import Tokenizer, build_vocab, load_vocab
 
     key = _key({"sources": [s.describe() for s in sources], "vocab_size": vocab_size, "lowercase": lowercase,
                 "min_frequency": min_frequency})
@@ -724,8 +725,8 @@ def vocab_for_corpus(sources, vocab_size, lowercase=True, min_frequency=2, echo=
 def prepared_data(sources, tokenizer, seq_len, eval_fraction=0.02, split_sentences=False, seed=0, echo=print):
     """The corpus packed into examples (data.prepare_corpus), cached in the electra_np cache folder.
     Returns: the prepared folder."""
-    from .corpus import cache_dir
-    from .data import is_prepared_for, prepare_corpus
+    from ..data.default_corpus import cache_dir
+    from ..data.prepare import is_prepared_for, prepare_corpus
 
     specs = [str(s.path) if s.column is None else f"{s.path}:{s.column}" for s in sources]
     key = _key({"sources": [s.describe() for s in sources], "vocab": vocab_sha256(tokenizer.ids_to_tokens),
@@ -742,7 +743,7 @@ def prepared_data(sources, tokenizer, seq_len, eval_fraction=0.02, split_sentenc
 
 def open_data(folder):
     """(train split, eval split, data_info) of a prepared folder."""
-    from .data import PretrainingData, load_meta
+    from ..data.prepare import PretrainingData, load_meta
 
     meta = load_meta(folder)
     train_data, eval_data = PretrainingData(folder, "train"), PretrainingData(folder, "eval")

@@ -19,10 +19,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import threads
-from .classification import check_inputs, head_backward, head_forward, loss_backward, loss_forward
-from .fast import WORD, _Encoder, key_bias
-from .params import encoder_shapes
+from . import runtime as threads
+from ..classification import check_inputs, head_backward, head_forward, loss_backward, loss_forward
+from .step import WORD, _Encoder, key_bias
+from ..params import encoder_shapes
 
 TABLES = (WORD, "electra.embeddings.position_embeddings.weight", "electra.embeddings.token_type_embeddings.weight")
 

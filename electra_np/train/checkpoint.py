@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, remove_stale_temporaries
+from ..atomic import atomic_write, remove_stale_temporaries
 
 FORMAT_NAME = "electra_np.checkpoint"
 FORMAT_VERSION = 1

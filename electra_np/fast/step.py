@@ -27,8 +27,8 @@ gradients, which outlive the step, have buffers of their own.
 
 import numpy as np
 
-from . import threads
-from .counter_rng import draw_seed
+from . import runtime as threads
+from ..counter_rng import draw_seed
 from .kernels.attention import softmax_dropout_backward, softmax_dropout_forward
 from .kernels.blas import bmm
 from .kernels.common import add_bias, num_chunks, sum_rows
@@ -38,11 +38,11 @@ from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
 from .kernels.losses import bce_backward, bce_forward, softmax_xent_backward, softmax_xent_forward
 from .kernels.sampling import gumbel_argmax
-from .masking import GUMBEL_EPS
-from .model import disc_metrics, prepare_step
-from .ops.attention import MASKED
-from .params import check_params, generator_params, sub
-from .validate import check_batch
+from ..masking import GUMBEL_EPS
+from ..model import disc_metrics, prepare_step
+from ..ops.attention import MASKED
+from ..params import check_params, generator_params, sub
+from ..validate import check_batch
 
 WORD = "electra.embeddings.word_embeddings.weight"
 
@@ -490,7 +490,7 @@ def make_fast_discriminator(config):
 
     Validation as the training step's (check_batch, check_params). The logits are a reused buffer, valid
     until the next call with the same (B, T, dtype)."""
-    from .params import discriminator_shapes
+    from ..params import discriminator_shapes
 
     threads.warn_if_blas_spins()
     shapes = discriminator_shapes(config)

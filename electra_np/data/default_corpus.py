@@ -31,7 +31,7 @@ import sysconfig
 import warnings
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
 UNDERLINE_CHARS = frozenset("*=-~^\"'`#+_.:")

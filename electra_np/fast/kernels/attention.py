@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import bmm
-from ..counter_rng import draw_seed
+from ...counter_rng import draw_seed
 from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, in_place, keep_factor, row_max
 
 
