@@ -18,7 +18,7 @@ from .model import encoder_backward, encoder_forward
 from .ops.classifier import (OFFICIAL_HEAD_DROPOUT, hf_head_backward, hf_head_forward, mse_backward, mse_forward,
                              official_head_backward, official_head_forward)
 from .ops.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .params import check_params, encoder_shapes, init_params
+from .params import WORD, check_params, encoder_shapes, init_params
 from .validate import check_batch
 
 HEADS = ("hf", "official")
@@ -59,7 +59,7 @@ def init_classifier(encoder_params, config, num_labels, head="hf", seed=0):
     every other tensor (the discriminator's replaced-token head) is dropped."""
     enc = {k: v for k, v in encoder_params.items() if k.startswith("electra.")}
     check_params(enc, encoder_shapes(config), what="encoder params")
-    dtype = enc["electra.embeddings.word_embeddings.weight"].dtype
+    dtype = enc[WORD].dtype
     params = {k: np.array(v) for k, v in enc.items()}
     params.update(init_params(head_shapes(config, num_labels, head), config.initializer_range, seed, dtype))
     return params
@@ -170,3 +170,19 @@ def classification_forward(params, config, batch, labels, rng=None, train=True, 
 def classification_backward(cache, dloss=1.0):
     """Gradient of the loss with respect to every tensor of params (same keys)."""
     return classifier_backward(loss_backward(cache["loss"], dloss), cache["model"])
+
+
+class ReferenceClassifier:
+    """classification_forward + classification_backward, and the logits, as one object: the reference twin of
+    fast.classify.FastClassifier (engine.make_classifier chooses between them)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def step(self, params, batch, labels, rng=None, train=True):
+        loss, metrics, cache = classification_forward(params, self.config, batch, labels, rng, train=train)
+        return loss, metrics, classification_backward(cache)
+
+    def logits(self, params, batch):
+        _, ids, mask, types, _ = check_inputs(params, self.config, batch)
+        return classifier_forward(params, self.config, ids, types, mask)[0]

@@ -1,18 +1,41 @@
-"""One switch between the NumPy reference path and the fast (Numba + reused buffers) path.
+"""The one switch between the NumPy reference path and the fast path (Numba kernels, reused buffers).
 
-    step = make_step(setup, backend="fast")      # or "numpy"
-    loss, metrics, grads = step(params, batch, rng, corruption=None, train=True)
+    step = make_step(setup, backend)             # pretraining: step(params, batch, rng, corruption=None,
+                                                 #   train=True) -> (loss, metrics, grads)
+    update = make_update(optimizer, backend)     # update(params, grads, lr): optim.AdamW.update
+    clf = make_classifier(config, backend)       # fine-tuning: clf.step(...), clf.logits(params, batch)
+    logits = make_discriminator(config, backend) # logits(w, batch) -> (B, T), dropout off
 
-Both paths take the same arguments, draw from `rng` in the same order, and return the same numbers
-(to floating-point tolerance): the reference is model.electra_forward + model.electra_backward.
+Every choice between the two paths is made here and nowhere else. Both paths take the same arguments,
+draw from `rng` in the same order, and return the same numbers to floating-point tolerance (the fast
+path's tests hold it to the reference); the fast one is the default wherever Numba works.
 """
 
-from .model import electra_backward, electra_forward
+from .classification import ReferenceClassifier
+from .model import discriminator_forward, electra_backward, electra_forward
+from .validate import check_batch
 
 BACKENDS = ("numpy", "fast")
 
 
+def check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def default_backend():
+    """"fast" when the Numba path imports, else "numpy"."""
+    try:
+        from .fast import step  # noqa: F401
+    except Exception:  # numba absent, or it cannot compile on this machine
+        return "numpy"
+    return "fast"
+
+
 def reference_step(setup):
+    """model.electra_forward + model.electra_backward as one call."""
+
     def step(params, batch, rng, corruption=None, train=True):
         loss, metrics, cache = electra_forward(params, setup, batch, rng=rng, corruption=corruption, train=train)
         return loss, metrics, electra_backward(cache, setup)
@@ -21,10 +44,46 @@ def reference_step(setup):
 
 
 def make_step(setup, backend="fast"):
-    if backend == "numpy":
+    if check_backend(backend) == "numpy":
         return reference_step(setup)
-    if backend == "fast":
-        from .fast.step import make_fast_step  # Numba kernels; compiled on first use, cached on disk
+    from .fast.step import FastStep  # Numba kernels: compiled on first use, cached on disk
 
-        return make_fast_step(setup)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return FastStep(setup)
+
+
+def make_update(optimizer, backend="fast", lr_scales=None):
+    """update(params, grads, lr): optim.AdamW.update (with per-tensor learning-rate factors lr_scales), or
+    the same update in one fused kernel pass per tensor."""
+    if check_backend(backend) == "numpy":
+        def update(params, grads, lr):
+            optimizer.update(params, grads, lr, lr_scales)
+
+        return update
+    from .fast.kernels.adamw import fused_update
+
+    return fused_update(optimizer, lr_scales)
+
+
+def make_classifier(config, backend="fast"):
+    """An object with .step(params, batch, labels, rng, train) -> (loss, metrics, grads) and
+    .logits(params, batch) -> (B, C): classification.py's model, on either path."""
+    if check_backend(backend) == "numpy":
+        return ReferenceClassifier(config)
+    from .fast.classify import FastClassifier
+
+    return FastClassifier(config)
+
+
+def make_discriminator(config, backend="fast"):
+    """logits(w, batch) -> (B, T): ElectraForPreTraining's per-token logits (> 0: "replaced"), dropout off.
+    w: the discriminator's HF-named dict."""
+    if check_backend(backend) == "numpy":
+        def logits(w, batch):
+            ids, mask, types = check_batch(config, batch["input_ids"], batch.get("attention_mask"),
+                                           batch.get("token_type_ids"))
+            return discriminator_forward(w, config, ids, types, mask)[0]
+
+        return logits
+    from .fast.inference import FastDiscriminator
+
+    return FastDiscriminator(config)

@@ -24,10 +24,8 @@ from .ops.heads import (discriminator_head_backward, discriminator_head_forward,
 from .ops.layer import transformer_layer_backward, transformer_layer_forward
 from .ops.losses import (binary_cross_entropy_backward, binary_cross_entropy_forward,
                          softmax_cross_entropy_backward, softmax_cross_entropy_forward)
-from .params import SHARED_KEYS, check_params, generator_params, init_params, joint_shapes, sub
+from .params import SHARED_KEYS, WORD, check_params, generator_params, init_params, joint_shapes, sub
 from .validate import check_batch
-
-WORD = "electra.embeddings.word_embeddings.weight"
 
 
 # ----------------------------------------------------------------------------- encoder

@@ -12,13 +12,11 @@ live under "generator.".
 
 import numpy as np
 
-SHARED_KEYS = (
-    "electra.embeddings.word_embeddings.weight",
-    "electra.embeddings.position_embeddings.weight",
-    "electra.embeddings.token_type_embeddings.weight",
-    "electra.embeddings.LayerNorm.weight",
-    "electra.embeddings.LayerNorm.bias",
-)
+WORD = "electra.embeddings.word_embeddings.weight"  # also the generator's output projection (tied)
+POSITION = "electra.embeddings.position_embeddings.weight"
+TOKEN_TYPE = "electra.embeddings.token_type_embeddings.weight"
+EMBEDDING_TABLES = (WORD, POSITION, TOKEN_TYPE)  # gathered by id: their gradients are scatter-adds
+SHARED_KEYS = EMBEDDING_TABLES + ("electra.embeddings.LayerNorm.weight", "electra.embeddings.LayerNorm.bias")
 
 LAYER_SHAPES = {  # relative to "electra.encoder.layer.{i}."; H hidden, F intermediate
     "attention.self.query.weight": ("H", "H"), "attention.self.query.bias": ("H",),
@@ -37,9 +35,9 @@ def encoder_shapes(config):
     c = config
     dims = {"H": c.hidden_size, "F": c.intermediate_size}
     shapes = {
-        "electra.embeddings.word_embeddings.weight": (c.vocab_size, c.embedding_size),
-        "electra.embeddings.position_embeddings.weight": (c.max_position_embeddings, c.embedding_size),
-        "electra.embeddings.token_type_embeddings.weight": (c.type_vocab_size, c.embedding_size),
+        WORD: (c.vocab_size, c.embedding_size),
+        POSITION: (c.max_position_embeddings, c.embedding_size),
+        TOKEN_TYPE: (c.type_vocab_size, c.embedding_size),
         "electra.embeddings.LayerNorm.weight": (c.embedding_size,),
         "electra.embeddings.LayerNorm.bias": (c.embedding_size,),
     }

@@ -19,6 +19,7 @@ basic-tokenized words whose non-initial characters carry the '##' prefix. Its vo
 [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4 (HF BertTokenizer's default ids); then single characters; then merges.
 """
 
+import hashlib
 import heapq
 import re
 import time
@@ -257,6 +258,12 @@ def save_vocab(tokens: Iterable[str], path) -> None:
     tokens = list(tokens)
     _check_tokens(tokens, "save_vocab", unit="id", require_specials=False)
     atomic_write_text(path, "".join(t + "\n" for t in tokens))
+
+
+def vocab_sha256(tokens: Iterable[str]) -> str:
+    """The one fingerprint of a vocabulary (its tokens in id order): prepared corpora, run records and the
+    corpus cache compare vocabularies by it."""
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()
 
 
 def build_vocab(lines: Iterable[str], vocab_size: int, do_lower_case: bool = True, min_frequency: int = 2,

@@ -517,3 +517,7 @@ def make_fast_discriminator(config):
         return enc.logits.reshape(B, T)
 
     return logits_fn
+
+
+def FastStep(setup):  # TEMPORARY shim: replaced by the FastStep class (issue 13 refactor in progress)
+    return make_fast_step(setup)

@@ -16,14 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..classification import (check_inputs, classification_backward, classification_forward, classifier_forward,
-                             init_classifier)
+from ..classification import init_classifier
 from ..data.labelled import batches
-from .metrics import METRICS
+from ..engine import BACKENDS, make_classifier, make_update
 from ..optim import AdamW, clip_by_global_norm, learning_rate
-
-BACKENDS = ("numpy", "fast")
-
+from .metrics import METRICS
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -60,33 +57,6 @@ class FinetuneConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not (isinstance(self.pad_to_multiple, int) and self.pad_to_multiple >= 1):
             raise ValueError(f"pad_to_multiple must be a positive integer, got {self.pad_to_multiple!r}")
-
-
-class ReferenceClassifier:
-    """The NumPy reference path with fast_classify.FastClassifier's interface."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def step(self, params, batch, labels, rng=None, train=True):
-        loss, metrics, cache = classification_forward(params, self.config, batch, labels, rng, train=train)
-        return loss, metrics, classification_backward(cache)
-
-    def logits(self, params, batch):
-        _, ids, mask, types, _ = check_inputs(params, self.config, batch)
-        return classifier_forward(params, self.config, ids, types, mask)[0]
-
-
-def make_classifier(config, backend="fast"):
-    """The one switch between the two fine-tuning paths: an object with .step(params, batch, labels, rng,
-    train) -> (loss, metrics, grads) and .logits(params, batch) -> (B, C)."""
-    if backend == "numpy":
-        return ReferenceClassifier(config)
-    if backend == "fast":
-        from ..fast.classify import FastClassifier  # Numba kernels; compiled on first use, cached on disk
-
-        return FastClassifier(config)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def layer_depth(name, n_layers):
@@ -138,13 +108,7 @@ def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=pri
     scales = layer_lr_scales(params, config.num_hidden_layers, fc.layerwise_lr_decay, fc.official_layer_decay)
     opt = AdamW(params, weight_decay=fc.weight_decay)
     clf = make_classifier(config, fc.backend)
-    if fc.backend == "fast":
-        from ..fast.kernels.adamw import fused_update
-
-        update = fused_update(opt, scales)
-    else:
-        def update(p, g, lr):
-            opt.update(p, g, lr, scales)
+    update = make_update(opt, fc.backend, scales)
     rng = np.random.default_rng(fc.seed)
     steps_per_epoch = -(-len(train[0]) // fc.batch_size)
     total = steps_per_epoch * fc.epochs

@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import atomic
 from . import checkpoint
-from ..engine import make_step
+from ..engine import default_backend, make_step, make_update
 from ..model import Electra, electra_forward
 from ..optim import AdamW, clip_by_global_norm, global_norm, learning_rate
 from ..params import check_params, discriminator_params, generator_params
@@ -124,15 +124,6 @@ class TrainConfig:
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise RunError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def default_backend():
-    """"fast" when the Numba backend imports, else "numpy"."""
-    try:
-        from ..fast import step as fast  # noqa: F401
-    except Exception:  # absent, or numba cannot compile here
-        return "numpy"
-    return "fast"
 
 
 # ----------------------------------------------------------------------------- out_dir
@@ -540,12 +531,7 @@ def train(out_dir, model_config, pretraining_config, tc, tokenizer, train_data, 
              + (f" | from step {step} of {tc.steps}" if resume else ""))
 
     step_fn = make_step(setup, backend)
-    if backend == "fast":
-        from ..fast.kernels.adamw import fused_update  # optim.AdamW.update in one fused pass per tensor
-
-        update = fused_update(optimizer)
-    else:
-        update = optimizer.update
+    update = make_update(optimizer, backend)
     has_eval = eval_data is not None and len(eval_data) > 0
     stop = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
     window, window_time, window_steps = {}, 0.0, 0
