@@ -1,5 +1,6 @@
 """How fast is the attention core, forward + backward (scale, key mask, softmax, dropout, and the two
-products), electra_np's kernels (kernels/attention.py, products in batched BLAS) against PyTorch's
+products), electra_np's batched kernels (fast/kernels/attention.py, products in batched BLAS: the fast
+step's fallback where fused_attention.py cannot run) against PyTorch's
 torch.nn.functional.scaled_dot_product_attention with autograd?
 
     python benchmarks/bench_attention.py [--batch 32] [--heads 4] [--length 128] [--head-size 64] [--dropout 0.1]
@@ -16,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402  (first: electra_np before NumPy, see common.py)
+import common  # noqa: E402  (first: it configures the runtime before NumPy is imported)
 import numpy as np  # noqa: E402
 
 
@@ -32,10 +33,9 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
+
     from electra_np.fast.kernels import attention as fast
     from electra_np.ops import attention as ref_ops
-    from electra_np.fast.runtime import set_num_threads
-    set_num_threads(common.THREADS)
     torch.set_num_threads(common.THREADS)
     info = common.machine()
     common.print_machine(info)

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402  (first: electra_np before NumPy, see common.py)
+import common  # noqa: E402  (first: it configures the runtime before NumPy is imported)
 import numpy as np  # noqa: E402
 
 
@@ -27,15 +27,13 @@ def _reference_logits(setup, params, batch):
 
 class OursInfer:
     def __init__(self, name, B, T, seed=0):
-        from electra_np.fast.step import make_fast_discriminator
+        from electra_np.engine import make_discriminator
         from electra_np.params import sub
-        from electra_np.fast.runtime import set_num_threads
-        set_num_threads(common.THREADS)
         setup = common.build_setup(name)
         params = setup.init_params(seed, np.float32)
         self.w = sub(params, "discriminator.")
         self.batch = common.random_batch(setup.disc.vocab_size, B, T, seed)
-        self.fn = make_fast_discriminator(setup.disc)
+        self.fn = make_discriminator(setup.disc, "fast")
         ref = _reference_logits(setup, params, self.batch)
         err = float(np.abs(self.fn(self.w, self.batch) - ref).max() / np.abs(ref).max())
         if err > 1e-4:
@@ -54,7 +52,8 @@ class HFInfer:
         self.torch = torch
         setup = common.build_setup(name)
         params = setup.init_params(seed, np.float32)
-        self.disc, _ = common.hf_models(setup, params)
+        from electra_np.torch_electra import hf_pair
+        self.disc, _ = hf_pair(setup, params)
         self.disc.eval()
         b = common.random_batch(setup.disc.vocab_size, B, T, seed)
         self.args = {k: torch.from_numpy(v) for k, v in b.items()}
@@ -96,7 +95,8 @@ def main():
     rows = {}
     for s, w in workers.items():
         med, spread = common.summary(times[s])
-        rows[s] = {"s_per_batch": med, "spread": spread, "tokens_per_s": B * T / med, "peak_rss_mib": w.stats()["peak_rss_mib"]}
+        rows[s] = {"s_per_batch": med, "spread": spread, "tokens_per_s": B * T / med,
+                   "peak_rss_mib": w.stats()["peak_rss_mib"]}
         w.close()
     print(f"\n{args.config} discriminator inference, B={B} T={T}")
     print(f"{'side':<6} {'s/batch':>8} {'spread':>7} {'tokens/s':>9} {'x hf':>6} {'peak RSS':>9}")

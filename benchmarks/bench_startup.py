@@ -21,12 +21,12 @@ import time
 CHILD = r"""
 import json, os, sys, time
 t0 = time.perf_counter()
-from electra_np.fast.runtime import set_num_threads  # electra_np before NumPy, as the CLI
+from electra_np.fast.runtime import configure
+configure()  # before NumPy, as the electra-np commands do
 import numpy as np
 from electra_np.engine import make_step
 from electra_np.config import preset
 from electra_np.model import Electra
-set_num_threads()
 t1 = time.perf_counter()
 setup = Electra.build(preset(sys.argv[1]))
 params = setup.init_params(0, np.float32)
@@ -68,9 +68,11 @@ def main():
     print(f"{'process':<8} {'wall s':>7} {'imports':>8} {'setup':>6} {'1st step':>9}")
     for name, d in [("cold", cold)] + [(f"warm {i + 1}", d) for i, d in enumerate(warm)]:
         print(f"{name:<8} {d['wall']:>7.2f} {d['imports']:>8.2f} {d['setup']:>6.2f} {d['first_step']:>9.2f}")
-    assert all(abs(d["loss"] - cold["loss"]) <= 1e-6 * abs(cold["loss"]) for d in warm), "cached kernels changed the loss"
+    same = all(abs(d["loss"] - cold["loss"]) <= 1e-6 * abs(cold["loss"]) for d in warm)
+    assert same, "cached kernels changed the loss"
     best = min(d["wall"] for d in warm)
-    print(f"first-run compile time ~ {cold['wall'] - best:.1f} s; warm process to the end of its first step: {best:.2f} s")
+    print(f"first-run compile time ~ {cold['wall'] - best:.1f} s; "
+          f"warm process to the end of its first step: {best:.2f} s")
 
 
 if __name__ == "__main__":

@@ -22,14 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
-import common  # electra_np before NumPy (common.py)
+import common  # first: configure({threads} threads from ELECTRA_NP_THREADS, the layer from the environment)
 import numpy as np
 from electra_np.config import preset
 from electra_np.engine import make_step
 from electra_np.model import Electra
-from electra_np.fast.runtime import set_num_threads
 import numba
-set_num_threads({threads})
 kw = dict(embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
           max_position_embeddings=128, vocab_size=8192) if {config!r} == "exp4" else {{}}
 setup = Electra.build(preset("small" if {config!r} in ("exp4", "small") else {config!r}, **kw))
@@ -67,7 +65,8 @@ def main():
             print(f"round {r}: {layer} x{threads}: median {np.median(res['times']):.3f} s/step "
                   f"(validation {res['validation']})", flush=True)
     base = np.median(times[("omp", 2)])
-    print(f"\n{args.config} pretraining step, B=32 T=128, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
+    print(f"\n{args.config} pretraining step, B=32 T=128, OPENBLAS_CORETYPE={coretype}")
     print("layer       threads  s/step (median)  spread   x omp")
     for (layer, threads), t in times.items():
         m = np.median(t)

@@ -1,12 +1,13 @@
 """What the benchmarks share: machine and version facts, a matmul peak measured in the same run, the
 useful-FLOP count of an ELECTRA step, timing, memory counters, worker processes (each side of a comparison
 runs in its own process so that its peak RSS is its own; the parent alternates them), and the Hugging Face
-side (ElectraForMaskedLM + ElectraForPreTraining sharing embeddings, loaded with electra_np's weights).
+side of a training step (electra_np.torch_electra: transformers' models holding electra_np's weights).
 
-Environment: NUMBA_THREADING_LAYER=workqueue everywhere (torch's OpenMP and Numba may share a process);
-the thread count is ELECTRA_NP_THREADS (default 2) for both sides; electra_np is imported before NumPy, as
-the `electra-np` commands do, so OPENBLAS_THREAD_TIMEOUT=12 holds in every process (PyTorch's BLAS is MKL,
-which does not read it).
+Environment: importing this module calls electra_np.fast.runtime.configure(THREADS) before NumPy is
+imported, as the `electra-np` commands do, in this process and in every worker (each imports it first):
+NUMBA_THREADING_LAYER=workqueue (torch's OpenMP and Numba may share a process), OpenBLAS's short idle spin
+(OPENBLAS_THREAD_TIMEOUT=12; PyTorch's BLAS is MKL, which does not read it), and one thread count for both
+sides, ELECTRA_NP_THREADS (default 2). A script that imports NumPy before this module is refused.
 """
 
 import json
@@ -19,19 +20,19 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+THREADS = int(os.environ.get("ELECTRA_NP_THREADS", "2"))
+os.environ.setdefault("ELECTRA_NP_THREADS", str(THREADS))  # workers and subprocesses inherit it
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # for torch's sake too, in every process
 
-if "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ:  # see electra_np/threads.py
+if "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
     raise RuntimeError("benchmarks/common.py must be imported before NumPy (or OPENBLAS_THREAD_TIMEOUT set): "
                        "NumPy first loads OpenBLAS with its long idle spin, which slows our side")
-import electra_np  # noqa: E402,F401  (first: it shortens OpenBLAS's idle spin before NumPy loads OpenBLAS, threads.py)
+from electra_np.fast.runtime import configure, thread_info  # noqa: E402
+
+configure(THREADS)  # before NumPy: the idle spin, the threading layer, the vector width, the thread counts
 import numpy as np  # noqa: E402
-
-THREADS = int(os.environ.get("ELECTRA_NP_THREADS", "2"))
-os.environ.setdefault("ELECTRA_NP_THREADS", str(THREADS))
-
 
 # ----------------------------------------------------------------------------- facts
 
@@ -49,10 +50,9 @@ def machine():
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"), "threads": THREADS}
     import numba
 
-    from electra_np.fast import kernels
     from electra_np.fast.kernels import fused_attention
     info["numba"] = numba.__version__
-    info["numba_512_bit"] = kernels.PREFER_512_BIT
+    info["numba_512_bit"] = thread_info()["numba_512_bit_vectors"]
     info["fused_attention"] = fused_attention.available(np.float32)
     try:
         from threadpoolctl import threadpool_info
@@ -265,20 +265,18 @@ LR = 1e-4
 
 
 class OursStep:
-    """electra_np's fast step + the fast AdamW, validated first against the NumPy reference step."""
+    """electra_np's fast step + the fast AdamW (engine.make_step, engine.make_update), validated first against
+    the NumPy reference step."""
 
     def __init__(self, name, B, T, seed=0, validate=True):
-        from electra_np.engine import make_step
-        from electra_np.fast.runtime import set_num_threads, thread_info
-        set_num_threads(THREADS)
+        from electra_np.engine import make_step, make_update
+        from electra_np.optim import AdamW
         self.setup = build_setup(name)
         self.params = self.setup.init_params(seed, np.float32)
         self.batch = random_batch(self.setup.disc.vocab_size, B, T, seed)
         self.rng = np.random.default_rng(seed)
         self.step = make_step(self.setup, "fast")
-        self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
-        self.t = 0
+        self.update = make_update(AdamW(self.params, weight_decay=0.01), "fast")  # as HFStep's optimizer
         self.info = {"threads": thread_info()}
         if validate:  # in a process of its own: the reference step's freed heap would stay in this one
             import subprocess
@@ -292,10 +290,8 @@ class OursStep:
             self.run()
 
     def run(self):
-        from electra_np.fast.kernels.adamw import adamw_update
         loss, metrics, grads = self.step(self.params, self.batch, self.rng)
-        self.t += 1
-        adamw_update(self.params, grads, self.m, self.v, LR, self.t)
+        self.update(self.params, grads, LR)
         self.last_loss = float(loss)
 
 
@@ -313,48 +309,28 @@ def validate_fast(setup, params, batch, tol=2e-3):
     worst = max(float(np.abs(gf[k] - gr[k]).max()) / max(float(np.abs(gr[k]).max()), 1e-3) for k in gr)
     loss_err = abs(float(lf) - float(lr)) / abs(float(lr))
     if worst > tol or loss_err > 1e-4:
-        raise AssertionError(f"fast step disagrees with the reference: loss rel {loss_err:.3g}, worst grad rel {worst:.3g}")
+        raise AssertionError(f"fast step disagrees with the reference: loss rel {loss_err:.3g}, "
+                             f"worst grad rel {worst:.3g}")
     return {"loss_rel_err": loss_err, "worst_grad_rel_err": worst}
 
 
-def hf_models(setup, params):
-    """ElectraForPreTraining + ElectraForMaskedLM holding electra_np's weights, embeddings shared as in
-    pretraining (the generator's embedding module is the discriminator's), output projection tied."""
-    import torch
-    import transformers
-    from electra_np.params import generator_params, sub
-
-    def cfg(c):
-        d = c.to_dict()
-        del d["model_type"]
-        return transformers.ElectraConfig(**d)
-
-    disc = transformers.ElectraForPreTraining(cfg(setup.disc))
-    gen = transformers.ElectraForMaskedLM(cfg(setup.gen))
-    for model, w in ((disc, sub(params, "discriminator.")), (gen, generator_params(params))):
-        sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in w.items()}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if unexpected or any("generator_lm_head.weight" != k and "position_ids" not in k for k in missing):
-            raise RuntimeError(f"HF model does not match electra_np's weights: missing {missing}, unexpected {unexpected}")
-    gen.electra.embeddings = disc.electra.embeddings  # shared embeddings
-    gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight  # tied output projection
-    return disc, gen
-
-
 class HFStep:
-    """Hugging Face transformers + PyTorch: the same objective, data, masking and optimizer settings.
-    gathered=False runs ElectraForMaskedLM as it is (its head over all B*T tokens, then the masked rows
-    are picked); gathered=True applies the head to the masked rows only, as electra_np does."""
+    """Hugging Face transformers + PyTorch: the same objective, data, masking and optimizer settings, the loss
+    electra_np.torch_electra.electra_loss. gathered=False runs ElectraForMaskedLM as it is (its head over all
+    B*T tokens, then the masked rows are picked); gathered=True applies the head to the masked rows only, as
+    electra_np does."""
 
     def __init__(self, name, B, T, gathered=False, seed=0, validate=True):
         import torch
-        torch.set_num_threads(THREADS)
         from threadpoolctl import threadpool_limits
+
+        from electra_np.torch_electra import hf_pair
+        torch.set_num_threads(THREADS)
         self._limits = threadpool_limits(THREADS)
         self.torch = torch
         self.setup = build_setup(name)
         params = self.setup.init_params(seed, np.float32)
-        self.disc, self.gen = hf_models(self.setup, params)
+        self.disc, self.gen = hf_pair(self.setup, params)
         self.gathered = gathered
         self.batch = random_batch(self.setup.disc.vocab_size, B, T, seed)
         self.rng = np.random.default_rng(seed)
@@ -363,8 +339,8 @@ class HFStep:
         named.update({f"gen.{k}": p for k, p in self.gen.named_parameters() if all(p is not q for q in named.values())})
         decay = [p for k, p in named.items() if not any(s in k for s in ("LayerNorm", "bias"))]
         no_decay = [p for k, p in named.items() if any(s in k for s in ("LayerNorm", "bias"))]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=LR, eps=1e-6)
+        groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW(groups, lr=LR, eps=1e-6)
         self.info = {"torch_threads": torch.get_num_threads(), "params": sum(p.numel() for p in named.values())}
         if validate:
             self.info["validation"] = self.validate(params)
@@ -372,36 +348,9 @@ class HFStep:
         for _ in range(2):
             self.run()
 
-    def loss(self, batch, corruption, samples=None):
-        torch, setup = self.torch, self.setup
-        ids = torch.from_numpy(batch["input_ids"])
-        mask = torch.from_numpy(batch["attention_mask"])
-        types = torch.from_numpy(batch["token_type_ids"])
-        pos = torch.from_numpy(np.flatnonzero(corruption.masked))
-        gen_ids = torch.from_numpy(np.where(corruption.use_mask_token, setup.mask_id, batch["input_ids"]))
-        if self.gathered:
-            h = self.gen.electra(gen_ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-            hm = h.reshape(-1, h.shape[-1])[pos]
-            logits = self.gen.generator_lm_head(self.gen.generator_predictions(hm))
-        else:
-            logits = self.gen(gen_ids, attention_mask=mask, token_type_ids=types).logits
-            logits = logits.reshape(-1, logits.shape[-1])[pos]
-        labels = ids.reshape(-1)[pos]
-        mlm = torch.nn.functional.cross_entropy(logits, labels)
-        with torch.no_grad():
-            if samples is None:
-                u = torch.rand_like(logits)
-                g = -torch.log(-torch.log(u + 1e-9) + 1e-9)
-                samples = torch.argmax(logits / setup.objective.temperature + g, dim=-1)
-            else:
-                samples = torch.from_numpy(samples)
-        disc_ids = ids.clone()
-        disc_ids.view(-1)[pos] = samples
-        y = (disc_ids != ids).float()
-        z = self.disc(disc_ids, attention_mask=mask, token_type_ids=types).logits
-        w = mask.float()
-        disc = torch.nn.functional.binary_cross_entropy_with_logits(z, y, weight=w, reduction="sum") / w.sum().clamp(min=1)
-        return mlm + setup.objective.disc_weight * disc
+    def loss(self, batch, corruption):
+        from electra_np.torch_electra import electra_loss
+        return electra_loss(self.disc, self.gen, self.setup, batch, corruption, gathered=self.gathered).loss
 
     def validate(self, params):
         """Dropout off, a fixed corruption with fixed samples: the loss equals electra_np's reference loss."""
@@ -417,7 +366,7 @@ class HFStep:
         self.disc.eval()
         self.gen.eval()
         with self.torch.no_grad():
-            got = float(self.loss(b, c, samples))
+            got = float(self.loss(b, c))
         self.disc.train()
         self.gen.train()
         err = abs(got - ref) / abs(ref)

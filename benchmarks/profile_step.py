@@ -1,5 +1,6 @@
-"""Where does the fast step's time go, per op? Wraps every kernel, BLAS call and random draw that
-fast.py makes with a timer (the wrappers add a few microseconds per call) and prints seconds per step.
+"""Where does the fast step's time go, per op? Wraps every kernel, BLAS call and random draw that the fast
+step (fast/step.py, fast/encoder.py, fast/heads.py) makes with a timer (the wrappers add a few microseconds
+per call) and prints seconds per step.
 
     python benchmarks/profile_step.py [--config small] [--batch 32] [--length 128] [--steps 5]
 """
@@ -12,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402  (first: electra_np before NumPy, see common.py)
+import common  # noqa: E402  (first: it configures the runtime before NumPy is imported)
 import numpy as np  # noqa: E402
 
 ACC = collections.defaultdict(float)
@@ -31,7 +32,7 @@ def timer(name, fn):
 
 
 class _NumpyProxy:
-    """fast.py's `np`, with matmul timed as BLAS."""
+    """The fast modules' `np`, with matmul timed as BLAS."""
 
     def __getattr__(self, k):
         return getattr(np, k)
@@ -39,18 +40,28 @@ class _NumpyProxy:
     matmul = staticmethod(timer("matmul (BLAS, 2-D)", np.matmul))
 
 
+TIMED = ("softmax_dropout_forward", "softmax_dropout_backward", "bias_gelu_forward", "bias_gelu_backward",
+         "residual_layernorm_forward", "residual_layernorm_backward", "layernorm_apply", "embeddings_forward",
+         "embeddings_backward", "softmax_xent_forward", "softmax_xent_backward", "bce_forward", "bce_backward",
+         "add_bias", "sum_rows", "prepare_step", "gumbel_argmax", "key_bias")
+
+
 def instrument():
-    from electra_np.fast import step as fast
-    for name in ("softmax_dropout_forward", "softmax_dropout_backward", "bias_gelu_forward", "bias_gelu_backward",
-                 "residual_layernorm_forward", "residual_layernorm_backward", "embeddings_forward", "embeddings_backward",
-                 "softmax_xent_forward", "softmax_xent_backward", "bce_forward", "bce_backward", "add_bias", "sum_rows",
-                 "prepare_step", "gumbel_argmax", "key_bias"):
-        setattr(fast, name, timer(name, getattr(fast, name)))
-    fast.bmm = timer("bmm (BLAS, batched attention)", fast.bmm)
+    """Replace, in each fast-step module, the kernels it imported by timed wrappers (one per kernel, shared by
+    the modules), its `np` by _NumpyProxy, and the fused attention kernels in their own module (the encoder
+    calls them through it)."""
+    from electra_np.fast import encoder, heads, step
     from electra_np.fast.kernels import fused_attention
+    wrapped = {}
+    for module in (step, encoder, heads):
+        for name in TIMED + ("bmm",):
+            if hasattr(module, name):
+                label = "bmm (BLAS, batched attention)" if name == "bmm" else name
+                wrapped.setdefault(name, timer(label, getattr(module, name)))
+                setattr(module, name, wrapped[name])
+        module.np = _NumpyProxy()
     for name in ("attention_forward", "attention_backward"):  # the per-pair kernels, BLAS inside
         setattr(fused_attention, name, timer(f"fused {name} (BLAS inside)", getattr(fused_attention, name)))
-    fast.np = _NumpyProxy()
 
 
 def main():

@@ -38,17 +38,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-import electra_np  # noqa: E402,F401  (before NumPy: it shortens OpenBLAS's idle spin, threads.py)
+from electra_np.fast.runtime import configure  # noqa: E402
+
+configure()  # before NumPy: OpenBLAS's short idle spin (fast/runtime.py); main() sets --threads
 import numpy as np  # noqa: E402
 
 from electra_np.config import ElectraConfig, PretrainingConfig, preset  # noqa: E402
-from electra_np.engine import make_step  # noqa: E402
-from electra_np.train.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
 from electra_np.data.labelled import encode_examples, label_map, read_glue, read_tsv  # noqa: E402
-from electra_np.train.metrics import median_over_seeds  # noqa: E402
+from electra_np.data.tokenizer import Tokenizer  # noqa: E402
+from electra_np.engine import make_step  # noqa: E402
 from electra_np.model import Electra  # noqa: E402
 from electra_np.params import encoder_shapes, init_params  # noqa: E402
-from electra_np.data.tokenizer import Tokenizer  # noqa: E402
+from electra_np.train.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
+from electra_np.train.metrics import median_over_seeds  # noqa: E402
 
 # A 4-layer ELECTRA-Small (E=128, H=256, 4 heads, F=1024): a third of Small's depth, so that the budget
 # buys a few thousand steps
@@ -277,9 +279,7 @@ def main():
     args = ap.parse_args()
     if args.parallel:
         args.threads = 1
-    from electra_np.fast.runtime import set_num_threads
-
-    set_num_threads(args.threads)  # the step timing runs as the pretrainings will
+    configure(args.threads)  # the step timing runs as the pretrainings will
     if not DATA.is_dir():
         sys.exit(f"{DATA} is absent: this experiment needs the shared corpora")
     out = Path(args.out)

@@ -5,7 +5,8 @@ save_pretrained, loaded with electra_np.hf, and compared on padded batches with 
     gradients of the full ELECTRA loss L_MLM + 50 L_disc and of the fine-tuning losses, against PyTorch
     autograd in float64: relative error <= 1e-8 per tensor
 
-Run with -s to print the measured errors.
+The transformers side of the ELECTRA loss is electra_np.torch_electra.electra_loss, the one the benchmarks
+time. Run with -s to print the measured errors.
 """
 
 import os
@@ -21,11 +22,18 @@ pytest.importorskip("safetensors")
 
 from electra_np import hf  # noqa: E402
 from electra_np.classification import classification_backward, classification_forward  # noqa: E402
-from electra_np.config import ElectraConfig  # noqa: E402
+from electra_np.config import ElectraConfig, PretrainingConfig  # noqa: E402
 from electra_np.masking import Corruption, corrupt  # noqa: E402
-from electra_np.model import (discriminator_forward, electra_backward, electra_forward,  # noqa: E402
-                              encoder_forward, generator_forward)
+from electra_np.model import (  # noqa: E402
+    Electra,
+    discriminator_forward,
+    electra_backward,
+    electra_forward,
+    encoder_forward,
+    generator_forward,
+)
 from electra_np.params import SHARED_KEYS, discriminator_params, generator_params, init_params  # noqa: E402
+from electra_np.torch_electra import electra_loss, hf_config, hf_pair, tie  # noqa: E402
 
 F32_ABS, F64_ABS, GRAD_REL = 1e-5, 1e-10, 1e-8
 MASK_ID, CLS_ID, SEP_ID = 4, 2, 3
@@ -67,12 +75,6 @@ def configs(case):
     return disc, disc.replace(**case["gen"])
 
 
-def hf_config(config, **more):
-    d = config.to_dict()
-    del d["model_type"]
-    return transformers.ElectraConfig(**d, **more)
-
-
 def perturb(model, seed):
     """Weights ~ N(0, 0.3^2) so that activations are O(1); LayerNorm weights and biases moved away from their
     1 / 0 init so that their values and gradients are tested."""
@@ -80,13 +82,8 @@ def perturb(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
-            p.copy_(1 + 0.2 * noise if "LayerNorm.weight" in name else 0.2 * noise if name.endswith("bias") else 0.3 * noise)
-
-
-def tie(disc, gen):
-    """One set of embeddings for both models, and the generator's output projection tied to it."""
-    gen.electra.embeddings = disc.electra.embeddings
-    gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
+            scale = 0.2 if name.endswith("bias") else 0.3
+            p.copy_(1 + 0.2 * noise if "LayerNorm.weight" in name else scale * noise)
 
 
 def make_batch(config, lengths, seed):
@@ -141,24 +138,13 @@ def grad_errors(grads, torch_grads):
     return errs
 
 
-def torch_electra_loss(disc, gen, batch, corruption, vocab_size):
-    """The ELECTRA loss written with transformers' models: CE at the masked positions on the [MASK]ed input,
-    BCE over the real tokens of the corrupted input, L = L_MLM + 50 L_disc."""
-    tb = to_torch(batch)
-    ids, mask = tb["input_ids"], tb["attention_mask"]
-    positions = torch.from_numpy(np.flatnonzero(corruption.masked))
-    gen_ids = torch.where(torch.from_numpy(corruption.use_mask_token), MASK_ID, ids)
-    gen_out = gen(gen_ids, attention_mask=mask, token_type_ids=tb["token_type_ids"], output_hidden_states=True)
-    mlm_logits = gen_out.logits.reshape(-1, vocab_size)[positions]
-    mlm = torch.nn.functional.cross_entropy(mlm_logits, ids.reshape(-1)[positions])
-    disc_ids = ids.clone().reshape(-1)
-    disc_ids[positions] = torch.from_numpy(corruption.samples)
-    disc_ids = disc_ids.reshape(ids.shape)
-    disc_out = disc(disc_ids, attention_mask=mask, token_type_ids=tb["token_type_ids"], output_hidden_states=True)
-    real = mask.bool()
-    labels = (disc_ids != ids).to(disc_out.logits.dtype)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(disc_out.logits[real], labels[real])
-    return mlm + 50 * bce, mlm_logits, gen_out, disc_out, disc_ids.numpy()
+def pair_grads(disc, gen):
+    """The tied pair's .grad as one joint dict with electra_np's keys (the shared embeddings once)."""
+    grads = {f"discriminator.{k}": p.grad.numpy() for k, p in disc.named_parameters()}
+    grads.update({f"generator.{k}": p.grad.numpy() for k, p in gen.named_parameters()
+                  if not k.startswith("electra.embeddings.")})  # shared: already under "discriminator."
+    assert all(f"discriminator.{k}" in grads for k in SHARED_KEYS)
+    return grads
 
 
 @pytest.fixture(scope="module")
@@ -192,42 +178,59 @@ def test_pretraining_pair_forward_and_gradients(pairs, name, dtype):
     tie(disc, gen)
     batch, rng = make_batch(setup.disc, CASES[name]["lengths"], seed=len(name))
     corruption = make_corruption(batch, setup.disc.vocab_size, rng)
-    t_loss, t_mlm_logits, gen_out, disc_out, disc_ids = torch_electra_loss(disc, gen, batch, corruption,
-                                                                           setup.disc.vocab_size)
+    t = electra_loss(disc, gen, setup, batch, corruption, hidden_states=True)
 
     tol, tag = (F32_ABS, "float32") if dtype == np.float32 else (F64_ABS, "float64")
     mask, types = batch["attention_mask"], batch["token_type_ids"]
     positions = np.flatnonzero(corruption.masked)
     gen_ids = np.where(corruption.use_mask_token, MASK_ID, batch["input_ids"])
     gen_logits, (gen_enc, *_) = generator_forward(generator_params(joint), setup.gen, gen_ids, types, mask, positions)
-    disc_logits, (disc_enc, _) = discriminator_forward(discriminator_params(joint), setup.disc, disc_ids, types, mask)
+    disc_w = discriminator_params(joint)
+    disc_logits, (disc_enc, _) = discriminator_forward(disc_w, setup.disc, t.disc_ids, types, mask)
     assert gen_logits.dtype == dtype and disc_logits.dtype == dtype
     checks = {
-        "discriminator logits": max_abs(disc_logits, disc_out.logits.detach()),
-        "generator logits at masked positions": max_abs(gen_logits, t_mlm_logits.detach()),
+        "discriminator logits": max_abs(disc_logits, t.disc_logits.detach()),
+        "generator logits at masked positions": max_abs(gen_logits, t.mlm_logits.detach()),
         "discriminator hidden states": max(max_abs(a, b.detach()) for a, b in
-                                           zip(disc_enc["hidden_states"], disc_out.hidden_states, strict=True)),
+                                           zip(disc_enc["hidden_states"], t.disc_hidden_states, strict=True)),
         "generator hidden states": max(max_abs(a, b.detach()) for a, b in
-                                       zip(gen_enc["hidden_states"], gen_out.hidden_states, strict=True)),
+                                       zip(gen_enc["hidden_states"], t.gen_hidden_states, strict=True)),
     }
     assert len(disc_enc["hidden_states"]) == setup.disc.num_hidden_layers + 1
     for check, err in checks.items():
         assert record(f"{check} ({tag})", err) <= tol, (check, err)
 
     loss, metrics, cache = electra_forward(joint, setup, batch, corruption=corruption, train=False)
-    assert record(f"ELECTRA loss ({tag})", abs(float(loss) - t_loss.item())) <= tol
+    assert record(f"ELECTRA loss ({tag})", abs(float(loss) - t.loss.item())) <= tol
     if dtype == np.float32:
         return
-    t_loss.backward()
-    torch_grads = {f"discriminator.{k}": p.grad.numpy() for k, p in disc.named_parameters()}
-    torch_grads.update({f"generator.{k}": p.grad.numpy() for k, p in gen.named_parameters()
-                        if not k.startswith("electra.embeddings.")})  # shared: already under "discriminator."
-    assert all(f"discriminator.{k}" in torch_grads for k in SHARED_KEYS)
-    errs = grad_errors(electra_backward(cache, setup), torch_grads)
+    t.loss.backward()
+    errs = grad_errors(electra_backward(cache, setup), pair_grads(disc, gen))
     worst = max(errs, key=errs.get)
     assert record("ELECTRA loss gradients, every tensor (float64)", errs[worst]) <= GRAD_REL, (worst, errs[worst])
     word = "discriminator.electra.embeddings.word_embeddings.weight"
     record("shared word embeddings gradient (float64)", errs[word])
+
+
+@pytest.mark.parametrize("gathered", [False, True], ids=["head over all tokens", "head at the masked rows"])
+def test_torch_loss_on_our_weights(gathered):
+    """The benchmarks' Hugging Face side (torch_electra.hf_pair + electra_loss, both ways of applying the
+    generator's head): built from electra_np's weights, its loss and every gradient are the reference's."""
+    disc_cfg, gen_cfg = configs(CASES["E<H,3 heads,2 layers"])
+    setup = Electra(disc_cfg, gen_cfg, PretrainingConfig(), MASK_ID, (CLS_ID, SEP_ID, MASK_ID))
+    joint = init_params(setup.shapes(), 0.3, seed=4, dtype=np.float64)
+    disc, gen = hf_pair(setup, joint)
+    disc.eval()
+    gen.eval()
+    batch, rng = make_batch(setup.disc, CASES["E<H,3 heads,2 layers"]["lengths"], seed=2)
+    c = make_corruption(batch, setup.disc.vocab_size, rng)
+    t = electra_loss(disc, gen, setup, batch, c, gathered=gathered)
+    loss, _, cache = electra_forward(joint, setup, batch, corruption=c, train=False)
+    assert record("torch_electra loss on our weights (float64)", abs(float(loss) - t.loss.item())) <= F64_ABS
+    t.loss.backward()
+    errs = grad_errors(electra_backward(cache, setup), pair_grads(disc, gen))
+    worst = max(errs, key=errs.get)
+    assert record("torch_electra loss gradients on our weights (float64)", errs[worst]) <= GRAD_REL, worst
 
 
 @pytest.mark.parametrize("num_labels", [3, 1], ids=["3 classes", "regression"])
@@ -312,9 +315,6 @@ def test_round_trip_through_transformers(tmp_path, kind, dtype):
 
 
 def test_pretraining_checkpoint_loads_in_transformers(tmp_path):
-    from electra_np.model import Electra
-    from electra_np.config import PretrainingConfig
-
     disc_cfg, gen_cfg = configs(CASES["E>H,4 heads,3 layers,gelu_new"])
     setup = Electra(disc_cfg, gen_cfg, PretrainingConfig(), MASK_ID, (CLS_ID, SEP_ID, MASK_ID))
     joint = init_params(setup.shapes(), 0.3, seed=3)
@@ -344,7 +344,7 @@ def test_pad_row_gradient_differs_by_design(pairs):
     samples = c.samples.copy()
     samples[-1] = setup.disc.pad_token_id  # the generator "sampled" [PAD] at a real position
     c = Corruption(c.masked, c.use_mask_token, samples)
-    torch_electra_loss(disc, gen, batch, c, setup.disc.vocab_size)[0].backward()
+    electra_loss(disc, gen, setup, batch, c).loss.backward()
     cache = electra_forward(joint, setup, batch, corruption=c, train=False)[2]
     ours = electra_backward(cache, setup)["discriminator.electra.embeddings.word_embeddings.weight"]
     theirs = disc.electra.embeddings.word_embeddings.weight.grad.numpy()
