@@ -10,7 +10,10 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from .atomic import atomic_write_text
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")  # exact erf GELU, and the tanh approximation
 
@@ -38,7 +41,7 @@ class ElectraConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         ints = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "type_vocab_size")
         for name in ints:
@@ -63,21 +66,21 @@ class ElectraConfig:
                              f"got {self.pad_token_id!r}")
 
     @property
-    def head_size(self):
+    def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
-    def replace(self, **changes):
+    def replace(self, **changes) -> "ElectraConfig":
         return dataclasses.replace(self, **changes)
 
     # ---- Hugging Face config.json ----
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model_type"] = "electra"
         return d
 
     @classmethod
-    def from_dict(cls, d, source="config"):
+    def from_dict(cls, d: dict, source: str = "config") -> "ElectraConfig":
         """Build from a Hugging Face config dict; unknown keys (architectures, summary_*, ...) are ignored."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
@@ -90,18 +93,15 @@ class ElectraConfig:
             kwargs["embedding_size"] = d["hidden_size"]
         return cls(**kwargs)
 
-    def save_json(self, path, architectures=None):
+    def save_json(self, path: str | os.PathLike, architectures: Iterable[str] | None = None) -> None:
+        """Write config.json (atomically: a reader never sees half a file), with `architectures` if given."""
         d = self.to_dict()
         if architectures:
             d["architectures"] = list(architectures)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(d, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(d, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_json(cls, path):
+    def from_json(cls, path: str | os.PathLike) -> "ElectraConfig":
         try:
             with open(path) as f:
                 d = json.load(f)
@@ -110,7 +110,7 @@ class ElectraConfig:
         return cls.from_dict(d, source=str(path))
 
 
-def generator_config(config, generator_hidden_size=0.25):
+def generator_config(config: ElectraConfig, generator_hidden_size: float = 0.25) -> ElectraConfig:
     """The generator's config, derived as the official code does it (google-research/electra,
     configure_pretraining.py and run_pretraining.py `get_generator_config`):
     hidden = H x generator_hidden_size, heads = max(1, hidden // 64), F = 4 x hidden, same depth,
@@ -125,7 +125,7 @@ def generator_config(config, generator_hidden_size=0.25):
 
 
 PRESETS = {
-    # a few minutes on a laptop: 2 layers, H=128; vocab set from the tokenizer at run time
+    # the smallest, for trying things out: 2 layers, H=128; vocab set from the tokenizer at run time
     "tiny": ElectraConfig(vocab_size=8192, embedding_size=64, hidden_size=128, num_hidden_layers=2,
                           num_attention_heads=2, intermediate_size=512, max_position_embeddings=128),
     # ELECTRA-Small (Clark et al. 2020, Table 6)
@@ -137,7 +137,8 @@ PRESETS = {
 }
 
 
-def preset(name, **overrides):
+def preset(name: str, **overrides) -> ElectraConfig:
+    """A PRESETS config with some fields replaced."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)
@@ -154,7 +155,7 @@ class PretrainingConfig:
     mask_token_prob: float = 0.85      # of the chosen positions, this share becomes [MASK]; the rest keep their token
     objective: str = "electra"         # "electra" or "mlm" (the BERT baseline: MLM loss only)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob!r}")
         if not (math.isfinite(self.disc_weight) and self.disc_weight >= 0):
@@ -168,6 +169,6 @@ class PretrainingConfig:
         if self.objective not in ("electra", "mlm"):
             raise ValueError(f"objective must be 'electra' or 'mlm', got {self.objective!r}")
 
-    def max_predictions(self, T):
+    def max_predictions(self, T: int) -> int:
         """Official `max_predictions_per_seq = int((mask_prob + 0.005) * max_seq_length)`."""
         return max(1, int((self.mask_prob + 0.005) * T))

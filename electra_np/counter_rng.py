@@ -8,10 +8,11 @@ with no buffer, and get exactly the numbers the NumPy reference draws here.
 The mixer is SplitMix64's (Steele, Lea and Flood 2014, the seeding generator of xoshiro): its output
 sequence from state `seed` is exactly u.flat[0], u.flat[1], ... Float32 takes the top 24 bits, float64
 the top 53: multiples of 2^-24 (2^-53) in [0, 1), as rng.random's. The twin inside the kernels is
-kernels/common.py `uniform_at`; tests/test_kernels.py holds the two bit-equal.
+fast/kernels/uniforms.py `uniform_at`; tests/test_kernels.py holds the two bit-equal.
 
 Why not rng.random into a buffer, as before: those draws are one sequential stream, filled by one
-thread (0.13 s of a 1.65 s small step here), written to memory and read back by the kernel.
+thread, written to memory and read back by the kernel (benchmarks/RESULTS.md, "Tried and dropped", says
+what drawing them on two threads gave instead).
 """
 
 import numpy as np
@@ -20,19 +21,19 @@ GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: SplitMix64's state increment
 MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def draw_seed(rng):
+def draw_seed(rng: np.random.Generator) -> np.uint64:
     """The seed of one array's uniforms: a uniform 64-bit integer from the Generator `rng`."""
     return np.uint64(rng.integers(0, 2 ** 64, dtype=np.uint64))
 
 
-def splitmix64(z):
+def splitmix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64's output function of its state, on uint64 arrays (wrapping arithmetic)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
     return z ^ (z >> np.uint64(31))
 
 
-def uniforms(seed, shape, dtype=np.float32):
+def uniforms(seed: int | np.uint64, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     """Uniforms in [0, 1) of `shape`, the one at flat position i from (seed, i) only."""
     n = int(np.prod(shape, dtype=np.int64))
     state = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLDEN)

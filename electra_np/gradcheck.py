@@ -13,15 +13,25 @@ Example (one op):
 Example (the whole model): check_electra(setup, params, batch, corruption).
 """
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:  # for the annotations only: check_electra imports the model when it is called
+    from .masking import Corruption
+    from .model import Electra
 
 
-def rel_error(a, n):
+def rel_error(a: ArrayLike, n: ArrayLike) -> float:
+    """max|a - n| / max(1e-8, max(|a| + |n|)), in float64."""
     a, n = np.asarray(a, np.float64), np.asarray(n, np.float64)
     return float(np.max(np.abs(a - n)) / max(1e-8, float(np.max(np.abs(a) + np.abs(n)))))
 
 
-def numeric_gradient(f, x, h=1e-5, indices=None):
+def numeric_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5,
+                     indices: Iterable[int] | None = None) -> np.ndarray:
     """Centered differences of the scalar function f() with respect to array x, which f reads.
     x is perturbed in place and restored. indices: the flat entries to probe (default: all)."""
     grad = np.zeros_like(x, dtype=np.float64)
@@ -37,7 +47,8 @@ def numeric_gradient(f, x, h=1e-5, indices=None):
     return grad
 
 
-def check_op(forward, backward, inputs, kwargs=None, seed=0, h=1e-5, grad_names=None):
+def check_op(forward: Callable, backward: Callable, inputs: dict, kwargs: dict | None = None, seed: int = 0,
+             h: float = 1e-5, grad_names: Sequence[str] | None = None) -> dict[str, float]:
     """Check backward(dout, cache) against finite differences of forward(**inputs, **kwargs)'s output.
 
     Inputs:  forward returns (out, cache); backward returns the gradients of the floating inputs, in the
@@ -64,14 +75,14 @@ def check_op(forward, backward, inputs, kwargs=None, seed=0, h=1e-5, grad_names=
         grads = (grads,)
     if not isinstance(grads, dict):
         grads = dict(zip(grad_names, grads))
-    errors = {}
-    for name in grad_names:
-        f = lambda: float(np.sum(forward(**inputs, **kwargs)[0] * dout))
-        errors[name] = rel_error(grads[name], numeric_gradient(f, inputs[name], h))
-    return errors
+    def f() -> float:
+        return float(np.sum(forward(**inputs, **kwargs)[0] * dout))
+
+    return {name: rel_error(grads[name], numeric_gradient(f, inputs[name], h)) for name in grad_names}
 
 
-def check_function(loss_fn, params, grads, h=1e-5, max_entries=None, seed=0):
+def check_function(loss_fn: Callable[[], float], params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
+                   h: float = 1e-5, max_entries: int | None = None, seed: int = 0) -> dict[str, float]:
     """Check a dict of analytic gradients of a scalar loss_fn() that reads `params` (dict of float64 arrays).
     max_entries: probe at most this many random entries per tensor (None: every entry).
     Returns: {name: relative error} over the probed entries."""
@@ -89,7 +100,9 @@ def check_function(loss_fn, params, grads, h=1e-5, max_entries=None, seed=0):
     return errors
 
 
-def check_electra(setup, params, batch, corruption, h=1e-5, max_entries=None, seed=0):
+def check_electra(setup: "Electra", params: dict[str, np.ndarray], batch: dict[str, np.ndarray],
+                  corruption: "Corruption", h: float = 1e-5, max_entries: int | None = None,
+                  seed: int = 0) -> dict[str, float]:
     """The whole ELECTRA loss (dropout off, masked positions and samples fixed by `corruption`) against
     finite differences for every parameter tensor of the joint dict. params must be float64.
     Returns: {name: relative error}."""
@@ -99,5 +112,8 @@ def check_electra(setup, params, batch, corruption, h=1e-5, max_entries=None, se
         raise ValueError("check_electra needs corruption.samples fixed: sampling is not differentiable")
     loss, _, cache = electra_forward(params, setup, batch, corruption=corruption, train=False)
     grads = electra_backward(cache, setup)
-    f = lambda: float(electra_forward(params, setup, batch, corruption=corruption, train=False)[0])
+
+    def f() -> float:
+        return float(electra_forward(params, setup, batch, corruption=corruption, train=False)[0])
+
     return check_function(f, params, grads, h, max_entries, seed)

@@ -11,9 +11,11 @@ so a row never holds a duplicate and always gets exactly its count.
 A `Corruption` fixes all the randomness of one step; give one explicitly to reproduce a step exactly.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .counter_rng import draw_seed, uniforms
 
@@ -28,10 +30,11 @@ class Corruption:
 
     masked: np.ndarray
     use_mask_token: np.ndarray
-    samples: np.ndarray = None
+    samples: np.ndarray | None = None
 
 
-def choose_masked_positions(input_ids, attention_mask, excluded_ids, mask_prob, max_predictions, rng):
+def choose_masked_positions(input_ids: np.ndarray, attention_mask: np.ndarray, excluded_ids: Sequence[int],
+                            mask_prob: float, max_predictions: int, rng: np.random.Generator) -> np.ndarray:
     """Returns masked (B, T) bool, chosen as described in the module docstring."""
     candidates = (attention_mask != 0) & ~np.isin(input_ids, excluded_ids)  # (B, T)
     n_candidates = candidates.sum(axis=1)
@@ -45,14 +48,15 @@ def choose_masked_positions(input_ids, attention_mask, excluded_ids, mask_prob, 
     return rank < n_pred[:, None]
 
 
-def corrupt(input_ids, attention_mask, excluded_ids, mask_prob, max_predictions, mask_token_prob, rng):
+def corrupt(input_ids: np.ndarray, attention_mask: np.ndarray, excluded_ids: Sequence[int], mask_prob: float,
+            max_predictions: int, mask_token_prob: float, rng: np.random.Generator) -> Corruption:
     """Draw a Corruption (samples left to the generator)."""
     masked = choose_masked_positions(input_ids, attention_mask, excluded_ids, mask_prob, max_predictions, rng)
     use_mask_token = masked & (rng.random(masked.shape) < mask_token_prob)
     return Corruption(masked, use_mask_token)
 
 
-def check_corruption(c, input_ids, attention_mask, vocab_size):
+def check_corruption(c: Corruption, input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int) -> None:
     """Refuse a given Corruption that is out of range or masks padding."""
     B, T = input_ids.shape
     for name in ("masked", "use_mask_token"):
@@ -76,7 +80,7 @@ def check_corruption(c, input_ids, attention_mask, vocab_size):
             raise ValueError(f"corruption.samples holds a token id outside [0, vocab_size={vocab_size})")
 
 
-def positions_from_indices(positions, B, T):
+def positions_from_indices(positions: ArrayLike, B: int, T: int) -> np.ndarray:
     """Explicit masked positions as (batch, position) pairs (N, 2) or per-row lists -> masked (B, T) bool.
     Out-of-range or duplicate positions are refused."""
     p = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
@@ -90,11 +94,11 @@ def positions_from_indices(positions, B, T):
     return masked
 
 
-def gumbel_sample(logits, temperature, rng):
+def gumbel_sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
     """argmax(logits / temperature + g), g = -log(-log(u)) Gumbel noise: a sample from
     softmax(logits / temperature). No gradient flows through it. The noise is drawn in the logits' dtype
     (float32 training draws float32 uniforms: half the random bits and memory traffic of float64), from
-    counter_rng for one seed drawn from `rng` (kernels/sampling.py computes the same ones in its kernel).
+    counter_rng for one seed drawn from `rng` (fast/kernels/sampling.py computes the same ones in its kernel).
     Inputs: logits (M, V). Returns: (M,) int64."""
     dtype = np.float32 if logits.dtype == np.float32 else np.float64
     u = uniforms(draw_seed(rng), logits.shape, dtype)

@@ -12,6 +12,11 @@ live under "generator.".
 
 import numpy as np
 
+from .config import ElectraConfig
+
+Shapes = dict[str, tuple[int, ...]]
+Params = dict[str, np.ndarray]
+
 WORD = "electra.embeddings.word_embeddings.weight"  # also the generator's output projection (tied)
 POSITION = "electra.embeddings.position_embeddings.weight"
 TOKEN_TYPE = "electra.embeddings.token_type_embeddings.weight"
@@ -30,7 +35,7 @@ LAYER_SHAPES = {  # relative to "electra.encoder.layer.{i}."; H hidden, F interm
 }
 
 
-def encoder_shapes(config):
+def encoder_shapes(config: ElectraConfig) -> Shapes:
     """Every `electra.*` parameter of an ElectraModel and its shape."""
     c = config
     dims = {"H": c.hidden_size, "F": c.intermediate_size}
@@ -50,7 +55,7 @@ def encoder_shapes(config):
     return shapes
 
 
-def discriminator_shapes(config):
+def discriminator_shapes(config: ElectraConfig) -> Shapes:
     """ElectraForPreTraining: encoder + dense (H, H) + dense_prediction (1, H)."""
     shapes = encoder_shapes(config)
     H = config.hidden_size
@@ -62,7 +67,7 @@ def discriminator_shapes(config):
     return shapes
 
 
-def generator_shapes(config):
+def generator_shapes(config: ElectraConfig) -> Shapes:
     """ElectraForMaskedLM: encoder + dense (E, H) + LayerNorm (E) + output bias (V); output weight tied."""
     shapes = encoder_shapes(config)
     E, H, V = config.embedding_size, config.hidden_size, config.vocab_size
@@ -74,7 +79,7 @@ def generator_shapes(config):
     return shapes
 
 
-def joint_shapes(disc_config, gen_config, objective="electra"):
+def joint_shapes(disc_config: ElectraConfig, gen_config: ElectraConfig, objective: str = "electra") -> Shapes:
     """The joint pretraining dict's keys and shapes (see the module docstring)."""
     if objective == "mlm":
         return {f"generator.{k}": s for k, s in generator_shapes(gen_config).items()}
@@ -86,7 +91,7 @@ def joint_shapes(disc_config, gen_config, objective="electra"):
     return shapes
 
 
-def init_params(shapes, initializer_range, seed, dtype=np.float32):
+def init_params(shapes: Shapes, initializer_range: float, seed: int, dtype=np.float32) -> Params:
     """Hugging Face `ElectraPreTrainedModel._init_weights`: weights and embeddings ~ N(0, initializer_range),
     biases 0, LayerNorm weight 1 and bias 0. Drawn in sorted key order from `seed`, so the result
     does not depend on dict order."""
@@ -103,7 +108,7 @@ def init_params(shapes, initializer_range, seed, dtype=np.float32):
     return {name: params[name] for name in shapes}
 
 
-def check_params(params, shapes, what="params"):
+def check_params(params: Params, shapes: Shapes, what: str = "params") -> None:
     """Refuse a dict with missing keys, unexpected keys or wrong shapes, listing every problem at once."""
     missing = [k for k in shapes if k not in params]
     unexpected = [k for k in params if k not in shapes]
@@ -123,17 +128,18 @@ def check_params(params, shapes, what="params"):
         raise ValueError(f"{what} must all share one floating dtype, got {sorted(map(str, dtypes))}")
 
 
-def sub(params, prefix):
+def sub(params: Params, prefix: str) -> Params:
     """The entries under `prefix`, with the prefix removed (a view: the arrays are shared, not copied)."""
     n = len(prefix)
     return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def discriminator_params(joint):
+def discriminator_params(joint: Params) -> Params:
+    """The discriminator's HF-named dict (a view of the joint dict)."""
     return sub(joint, "discriminator.")
 
 
-def generator_params(joint):
+def generator_params(joint: Params) -> Params:
     """The generator's HF-named dict; the shared embeddings come from the discriminator when it has them."""
     gen = sub(joint, "generator.")
     for k in SHARED_KEYS:

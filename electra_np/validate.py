@@ -1,16 +1,20 @@
 """Input validation, done once at the model's entry: every later op (NumPy or Numba) may trust its inputs."""
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from .config import ElectraConfig
 
 
-def _int_array(name, a):
+def _int_array(name: str, a: ArrayLike) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)
 
 
-def check_batch(config, input_ids, attention_mask=None, token_type_ids=None):
+def check_batch(config: ElectraConfig, input_ids: ArrayLike, attention_mask: ArrayLike | None = None,
+                token_type_ids: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check a batch against an ElectraConfig and return (input_ids, attention_mask, token_type_ids) as int64.
 
     Missing attention_mask means every token is real; missing token_type_ids means all zeros.

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra_np.data import default_corpus as corpus, prepare as data
-from electra_np.data.prepare import BatchSampler, ExampleBuilder, PretrainingData, prepare_corpus
+from electra_np.data import default_corpus as corpus
+from electra_np.data import prepare
+from electra_np.data.dataset import SPLITS, BatchSampler, PretrainingData, is_prepared_for
+from electra_np.data.packing import ExampleBuilder, WordCachedEncoder, example_row
+from electra_np.data.prepare import prepare_corpus
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, UNK, CLS, SEP = 0, 1, 2, 3
 
@@ -55,10 +57,10 @@ def write_synthetic(path, n_docs=60, seed=0):
     vocab, where, docs = list(SPECIALS), {}, []
     for d in range(n_docs):
         lines = []
-        for l in range(rng.randint(5, 40)):
-            words = [f"d{d}l{l}w{j}" for j in range(rng.randint(1, 30))]
+        for ln in range(rng.randint(5, 40)):
+            words = [f"d{d}l{ln}w{j}" for j in range(rng.randint(1, 30))]
             for j, w in enumerate(words):
-                where[len(vocab)] = (d, l, j)
+                where[len(vocab)] = (d, ln, j)
                 vocab.append(w)
             lines.append(" ".join(words))
         docs.append("\n".join(lines))
@@ -123,7 +125,7 @@ def test_two_segments_crossing_line_goes_to_b():
     assert A == SIX_LINES[0]
     assert B == SIX_LINES[1] + SIX_LINES[2] + SIX_LINES[3] + SIX_LINES[4][:1]  # cut to 16 - 3 - 3 = 10
     assert rng.randoms == []
-    ids, n_type0 = data.example_row(A, B, CLS, SEP)
+    ids, n_type0 = example_row(A, B, CLS, SEP)
     assert len(ids) == 16 and n_type0 == 5
 
 
@@ -184,7 +186,7 @@ def test_shares_of_single_segment_and_short_target():
 def test_layout_and_order_of_content(synthetic):
     folder, tok, where, meta = synthetic
     T = 32
-    for split in data.SPLITS:
+    for split in SPLITS:
         ids = np.load(folder / "prepared" / f"{split}.ids.npy")
         types = np.load(folder / "prepared" / f"{split}.types.npy")
         assert ids.dtype == np.uint16 and types.dtype == np.uint8 and ids.shape == types.shape
@@ -200,20 +202,20 @@ def test_layout_and_order_of_content(synthetic):
             # segments hold whole lines in text order (only the tail of each can be cut), and B may
             # hold a line that comes before A's last one: a short line after the one that went to B
             # still joins A if it fits, as in the official code
-            assert not {l for _, l, _ in a} & {l for _, l, _ in b}
+            assert not {ln for _, ln, _ in a} & {ln for _, ln, _ in b}
             if b:
                 assert b[0][2] == 0 and b[0][1] > l0
             if last is not None and last[0] == d:
                 assert l0 > last[1]  # examples follow the text; no line is used twice
-            last = (d, max(l for _, l, _ in pos))
+            last = (d, max(ln for _, ln, _ in pos))
     assert meta["splits"]["train"]["tokens"] + meta["splits"]["eval"]["tokens"] == sum(
-        int((np.load(folder / "prepared" / f"{s}.ids.npy") != PAD).sum()) for s in data.SPLITS)
+        int((np.load(folder / "prepared" / f"{s}.ids.npy") != PAD).sum()) for s in SPLITS)
 
 
 def test_eval_split_is_the_trailing_documents(synthetic):
     folder, tok, where, meta = synthetic
     docs = {}
-    for split in data.SPLITS:
+    for split in SPLITS:
         ids = np.load(folder / "prepared" / f"{split}.ids.npy")
         docs[split] = {where[t][0] for t in ids.ravel().tolist() if t in where}
     assert docs["eval"] and docs["train"] and max(docs["train"]) < min(docs["eval"])
@@ -259,7 +261,7 @@ def test_attention_mask_keeps_a_pad_token_inside_the_text(tmp_path):
 
 def test_same_seed_same_bytes_and_chunking_does_not_matter(synthetic, tmp_path, monkeypatch):
     folder, tok, where, meta = synthetic
-    monkeypatch.setattr(data, "CHUNK_ROWS", 7)  # many chunk writes and header rewrites
+    monkeypatch.setattr(prepare, "CHUNK_ROWS", 7)  # many chunk writes and header rewrites
     again = prepare_corpus([folder / "corpus.txt"], tok, tmp_path / "again", max_seq_length=32, seed=7,
                            eval_fraction=0.1, progress=False)
     assert again == meta
@@ -272,7 +274,7 @@ def test_same_seed_same_bytes_and_chunking_does_not_matter(synthetic, tmp_path, 
 
 def test_progress_callback(synthetic, tmp_path, monkeypatch):
     folder, tok, where, meta = synthetic
-    monkeypatch.setattr(data, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(prepare, "PROGRESS_INTERVAL", 0.0)
     reports = []
     prepare_corpus([folder / "corpus.txt"], tok, tmp_path / "p", max_seq_length=32, eval_fraction=0.1,
                    progress=reports.append)
@@ -307,11 +309,11 @@ def test_overwrite_replaces_a_prepared_corpus(synthetic, tmp_path):
 def test_is_prepared_for(synthetic):
     folder, tok, where, meta = synthetic
     kwargs = dict(max_seq_length=32, seed=7, eval_fraction=0.1)
-    assert data.is_prepared_for(folder / "prepared", [folder / "corpus.txt"], tok, **kwargs)
-    assert not data.is_prepared_for(folder / "prepared", [folder / "corpus.txt"], tok, **{**kwargs, "seed": 8})
-    assert not data.is_prepared_for(folder / "prepared", [folder / "corpus.txt"],
-                                    WordTokenizer(tok.ids_to_tokens[:-1]), **kwargs)
-    assert not data.is_prepared_for(folder / "nowhere", [folder / "corpus.txt"], tok, **kwargs)
+    assert is_prepared_for(folder / "prepared", [folder / "corpus.txt"], tok, **kwargs)
+    assert not is_prepared_for(folder / "prepared", [folder / "corpus.txt"], tok, **{**kwargs, "seed": 8})
+    assert not is_prepared_for(folder / "prepared", [folder / "corpus.txt"],
+                               WordTokenizer(tok.ids_to_tokens[:-1]), **kwargs)
+    assert not is_prepared_for(folder / "nowhere", [folder / "corpus.txt"], tok, **kwargs)
 
 
 # ---- sampler ----
@@ -436,7 +438,7 @@ def test_word_cache_matches_the_real_tokenizer():
     text = ["Héllo, WORLD! café naïve [SEP]x y[MASK] 東京タワー tab\there a\u00a0b", "don't stop-believing ...",
             "\x07ctrl\u200bzero-width  double  space", "the end."] * 3
     tok = tokenizer.Tokenizer(tokenizer.build_vocab(text + ["hello world the end"] * 5, 120, min_frequency=1))
-    encoder = data.WordCachedEncoder(tok)
+    encoder = WordCachedEncoder(tok)
     for line in text:
         assert encoder.encode(line) == tok.encode(line)
     assert encoder.enabled and encoder.cache
@@ -499,8 +501,8 @@ def test_text_to_lines():
 
 # ---- real data (skipped without ../shared/data) ----
 
-def test_prepare_real_tsv_slice(tmp_path):
-    reviews = DATA / "en_movie_reviews" / "reviews.tsv"
+def test_prepare_real_tsv_slice(tmp_path, shared_data):
+    reviews = shared_data / "en_movie_reviews" / "reviews.tsv"
     if not reviews.is_file():
         pytest.skip(f"shared data file {reviews} is absent (the real corpora live in ../shared/data)")
     with open(reviews, encoding="utf-8") as f:

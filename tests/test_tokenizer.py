@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra_np.data.tokenizer import (SPECIAL_TOKENS, Tokenizer, basic_tokenize, build_vocab, load_vocab,
-                                  save_vocab)
+from electra_np.data.tokenizer import SPECIAL_TOKENS, Tokenizer, basic_tokenize, build_vocab, load_vocab, save_vocab
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -8,8 +8,8 @@ Two sources, both present on any Python install with no download:
     the docstrings of a file in source order, so the result is deterministic;
   - `pydoc_data.topics.topics`, the reference-manual sections behind `help("assert")`,
     in sorted topic order.
-About 2 MB of English technical prose with code mixed in (exact size varies by Python
-version and build, so nothing should assert exact counts on it).
+English technical prose with code mixed in, enough to pretrain a small model; its size varies by
+Python version and build, so nothing should assert exact counts on it.
 
 Documents and lines (the plain-text corpus format of `electra_np.data`):
   - one document per stdlib module (all of its docstrings, in source order) and one per pydoc
@@ -161,7 +161,7 @@ def default_corpus_documents(use_cache: bool = True) -> list[list[str]]:
         return build_default_corpus_documents()
 
 
-def write_default_corpus(path) -> Path:
+def write_default_corpus(path: str | os.PathLike) -> Path:
     """Write the default corpus in the plain-text format to `path` (atomically); returns the path."""
     path = Path(path)
     atomic_write_text(path, documents_to_text(default_corpus_documents()))

@@ -6,21 +6,29 @@ segment and 1 for the second, the longer segment truncated first until the pair 
 Batches are padded to the longest sequence in the batch.
 """
 
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .tokenizer import Tokenizer
+
+Column = str | int  # a header name, or a 0-based index in a file without a header
+Encoded = tuple[list[int], list[int]]  # (input ids, token type ids) of one example
 
 
 @dataclass(frozen=True)
 class Example:
     text_a: str
     text_b: str | None
-    label: str
+    label: str | None  # None when the file has no label column
     line: int  # 1-based line in its file, for error messages
 
 
-def read_tsv(path, text_column, label_column, text_b_column=None, header=True):
+def read_tsv(path: str | os.PathLike, text_column: Column, label_column: Column | None,
+             text_b_column: Column | None = None, header: bool = True) -> list[Example]:
     """Read a TAB-separated file (no quoting, as GLUE's files). Columns are header names when header=True,
     else 0-based indices. label_column None: unlabelled (predict). Returns a list of Examples."""
     path = Path(path)
@@ -60,7 +68,7 @@ def read_tsv(path, text_column, label_column, text_b_column=None, header=True):
     return examples
 
 
-def read_glue(task, folder, split):
+def read_glue(task: str, folder: str | os.PathLike, split: str) -> list[Example]:
     """SST-2 (header `sentence<TAB>label`) and CoLA (no header: source, label, mark, sentence)."""
     folder = Path(folder)
     if task == "sst2":
@@ -71,15 +79,15 @@ def read_glue(task, folder, split):
     raise ValueError(f"unknown GLUE task {task!r}; choose 'sst2' or 'cola', or use read_tsv")
 
 
-def label_map(examples):
+def label_map(examples: Iterable[Example]) -> dict[str, int]:
     """Labels sorted as strings -> 0..K-1 (so "0"/"1" keep their meaning)."""
     labels = sorted({e.label for e in examples})
     if not labels:
         raise ValueError("no labels in the training examples")
-    return {l: i for i, l in enumerate(labels)}
+    return {label: i for i, label in enumerate(labels)}
 
 
-def truncate_pair(a, b, max_tokens):
+def truncate_pair(a: Sequence[int], b: Sequence[int], max_tokens: int) -> tuple[list[int], list[int]]:
     """Remove tokens from the end of the longer segment until len(a) + len(b) <= max_tokens."""
     a, b = list(a), list(b)
     while len(a) + len(b) > max_tokens:
@@ -87,7 +95,9 @@ def truncate_pair(a, b, max_tokens):
     return a, b
 
 
-def encode_examples(examples, tokenizer, max_seq_length, labels=None, regression=False):
+def encode_examples(examples: Iterable[Example], tokenizer: Tokenizer, max_seq_length: int,
+                    labels: Mapping[str, int] | None = None,
+                    regression: bool = False) -> tuple[list[Encoded], np.ndarray | None]:
     """Tokenize into id lists. Returns (list of (ids, types), label array or None).
     An example whose label is not in `labels` is refused, naming its line."""
     encoded, y = [], []
@@ -116,7 +126,8 @@ def encode_examples(examples, tokenizer, max_seq_length, labels=None, regression
     return encoded, np.array(y, np.float64 if regression else np.int64)
 
 
-def pad_batch(encoded, pad_id, multiple=1, max_len=None):
+def pad_batch(encoded: Sequence[Encoded], pad_id: int, multiple: int = 1,
+              max_len: int | None = None) -> dict[str, np.ndarray]:
     """Pad to the longest sequence in the batch, rounded up to a multiple of `multiple` but not past
     `max_len` (fewer distinct shapes for the fast path's workspaces; pad positions are masked out of
     attention, so the real positions' outputs do not change). Returns dict(input_ids, token_type_ids,
@@ -134,7 +145,9 @@ def pad_batch(encoded, pad_id, multiple=1, max_len=None):
     return {"input_ids": input_ids, "token_type_ids": types, "attention_mask": mask}
 
 
-def batches(encoded, y, batch_size, pad_id, rng=None, multiple=1, max_len=None):
+def batches(encoded: Sequence[Encoded], y: np.ndarray | None, batch_size: int, pad_id: int,
+            rng: np.random.Generator | None = None, multiple: int = 1,
+            max_len: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]]:
     """Yield (indices, padded batch dict, labels or None), in order or shuffled by `rng`; T rounded up to a
     multiple of `multiple` (pad_batch)."""
     order = np.arange(len(encoded)) if rng is None else rng.permutation(len(encoded))

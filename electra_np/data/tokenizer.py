@@ -21,6 +21,7 @@ basic-tokenized words whose non-initial characters carry the '##' prefix. Its vo
 
 import hashlib
 import heapq
+import os
 import re
 import time
 import unicodedata
@@ -34,6 +35,7 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # build_vocab gives them ids 0, 1, 2, 3, 4
 MAX_WORD_CHARS = 200  # google-research/bert WordpieceTokenizer.max_input_chars_per_word
 MAX_TRAIN_WORDS = 200_000  # build_vocab learns merges from at most this many most frequent distinct words
+COUNT_CHUNK_CHARS = 1 << 20  # build_vocab basic-tokenizes this many characters of lines at a time
 _SPECIAL_SET = frozenset(SPECIAL_TOKENS)
 _SPECIAL_RE = re.compile("(" + "|".join(map(re.escape, SPECIAL_TOKENS)) + ")")
 _WORD_CACHE_SIZE = 1 << 17
@@ -136,13 +138,14 @@ class Tokenizer:
         self._cache: dict[str, list[str]] = {}
 
     @classmethod
-    def from_file(cls, path, do_lower_case: bool = True, strip_accents: bool | None = None) -> "Tokenizer":
+    def from_file(cls, path: str | os.PathLike, do_lower_case: bool = True,
+                  strip_accents: bool | None = None) -> "Tokenizer":
         """Read a BERT vocab.txt: one token per line, id = line number - 1."""
         tokens = load_vocab(path)
         _check_tokens(tokens, str(path), unit="line", require_specials=True)
         return cls(tokens, do_lower_case=do_lower_case, strip_accents=strip_accents)
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write vocab.txt atomically (HF BertTokenizer.save_vocabulary format)."""
         save_vocab(self.ids_to_tokens, path)
 
@@ -200,7 +203,7 @@ class Tokenizer:
             return self.vocab.get(tokens, self.unk_id)
         return [self.vocab.get(t, self.unk_id) for t in tokens]
 
-    def convert_ids_to_tokens(self, ids) -> str | list[str]:
+    def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
         """Ids (ints or NumPy integers) -> tokens; an id outside 0..V-1 is a ValueError."""
         if not hasattr(ids, "__iter__"):
             return self._id_to_token(ids)
@@ -212,7 +215,7 @@ class Tokenizer:
             raise ValueError(f"token id {i} is outside the vocabulary (size {len(self.ids_to_tokens)})")
         return self.ids_to_tokens[i]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text: wordpieces joined by spaces, '##' continuations merged, specials kept (HF
         convert_tokens_to_string). Lowercasing, accents and the spaces around punctuation are not undone."""
         return " ".join(self.convert_ids_to_tokens(ids)).replace(" ##", "").strip()
@@ -238,7 +241,7 @@ def _check_tokens(tokens: list, source: str, unit: str, require_specials: bool) 
     return vocab
 
 
-def load_vocab(path) -> list[str]:
+def load_vocab(path: str | os.PathLike) -> list[str]:
     """Read a BERT vocab.txt (UTF-8, one token per line, id = line number - 1) as HF load_vocab does,
     refusing bytes that are not UTF-8, empty lines and repeated tokens."""
     data = Path(path).read_bytes()
@@ -253,7 +256,7 @@ def load_vocab(path) -> list[str]:
     return lines
 
 
-def save_vocab(tokens: Iterable[str], path) -> None:
+def save_vocab(tokens: Iterable[str], path: str | os.PathLike) -> None:
     """Write tokens one per line (UTF-8, LF) atomically (atomic.py): a reader never sees half a file."""
     tokens = list(tokens)
     _check_tokens(tokens, "save_vocab", unit="id", require_specials=False)
@@ -288,10 +291,10 @@ def build_vocab(lines: Iterable[str], vocab_size: int, do_lower_case: bool = Tru
     word_counts: Counter = Counter()
     chunk: list[str] = []
     chunk_chars = 0
-    for line in lines:  # basic-tokenize ~1M characters at a time: lines joined by '\n' split the same way
+    for line in lines:  # a chunk of lines per call, joined by '\n': they split the same way one by one
         chunk.append(line)
         chunk_chars += len(line)
-        if chunk_chars >= 1 << 20:
+        if chunk_chars >= COUNT_CHUNK_CHARS:
             word_counts.update(basic_tokenize("\n".join(chunk), do_lower_case))
             chunk, chunk_chars = [], 0
     word_counts.update(basic_tokenize("\n".join(chunk), do_lower_case))

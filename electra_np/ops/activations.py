@@ -23,27 +23,27 @@ def erf(x):
     return math.erf(x)
 
 
-def gelu_forward(x):
+def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     """Exact GELU: y = x * Phi(x).  Inputs: x (...).  Returns: y (...), cache."""
     cdf = 0.5 * (1.0 + erf(x * x.dtype.type(SQRT_HALF)))
     return x * cdf, (x, cdf)
 
 
-def gelu_backward(dy, cache):
+def gelu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     """y = x Phi(x), so dy/dx = Phi(x) + x phi(x) with phi the standard normal density."""
     x, cdf = cache
     pdf = np.exp(-0.5 * x * x) * x.dtype.type(INV_SQRT_2PI)
     return dy * (cdf + x * pdf)
 
 
-def gelu_tanh_forward(x):
+def gelu_tanh_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     """Tanh-approximated GELU ("gelu_new").  Inputs: x (...).  Returns: y (...), cache."""
     c, a = x.dtype.type(SQRT_2_OVER_PI), x.dtype.type(TANH_COEF)
     t = np.tanh(c * (x + a * x * x * x))
     return 0.5 * x * (1.0 + t), (x, t)
 
 
-def gelu_tanh_backward(dy, cache):
+def gelu_tanh_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     """y = x/2 (1 + t), t = tanh(u), u = c (x + a x^3), so dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)."""
     x, t = cache
     c, a = x.dtype.type(SQRT_2_OVER_PI), x.dtype.type(TANH_COEF)
@@ -57,9 +57,10 @@ ACTIVATION_FUNCTIONS = {
 }
 
 
-def activation_forward(name, x):
+def activation_forward(name: str, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """The activation named as in ElectraConfig.hidden_act (ACTIVATION_FUNCTIONS)."""
     return ACTIVATION_FUNCTIONS[name][0](x)
 
 
-def activation_backward(name, dy, cache):
+def activation_backward(name: str, dy: np.ndarray, cache: tuple) -> np.ndarray:
     return ACTIVATION_FUNCTIONS[name][1](dy, cache)

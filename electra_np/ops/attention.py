@@ -14,12 +14,13 @@ from .linear import linear_backward, linear_forward
 MASKED = -np.inf  # additive score for a padding key
 
 
-def key_mask_bias(attention_mask, dtype):
+def key_mask_bias(attention_mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """(B, T) of 1 (real) / 0 (padding) -> additive bias (B, 1, 1, T) of 0 / -inf."""
     return np.where(attention_mask[:, None, None, :] != 0, dtype.type(0), dtype.type(MASKED))
 
 
-def attention_core_forward(q, k, v, bias, p_drop, rng=None):
+def attention_core_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray, p_drop: float,
+                           rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple]:
     """ctx = dropout(softmax(q k^T / sqrt(hs) + bias)) v, per (batch, head).
 
     Inputs:  q, k, v (B, NH, T, hs); bias (B, 1, 1, T) of 0 / -inf; p_drop; rng (dropout on when given)
@@ -37,7 +38,7 @@ def attention_core_forward(q, k, v, bias, p_drop, rng=None):
     return ctx, (q, k, v, probs, probs_d, drop_cache)
 
 
-def attention_core_backward(dctx, cache):
+def attention_core_backward(dctx: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ctx = P' v with P' = dropout(P), P = softmax(S), S = q k^T * s, so
     dv = P'^T dctx, dP' = dctx v^T, dP = dropout_backward(dP'), dS = P * (dP - sum(dP * P)),
     dq = dS k * s, dk = dS^T q * s.
@@ -54,7 +55,8 @@ def attention_core_backward(dctx, cache):
     return dq, dk, dv
 
 
-def self_attention_forward(x, bias, w, num_heads, p_drop, rng=None):
+def self_attention_forward(x: np.ndarray, bias: np.ndarray, w: dict[str, np.ndarray], num_heads: int, p_drop: float,
+                           rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple]:
     """Q, K, V projections, split into heads, attention core, merge heads, output dense.
 
     Inputs:  x (B, T, H); bias (B, 1, 1, T); w: dict with "attention.self.{query,key,value}.{weight,bias}"
@@ -75,7 +77,7 @@ def self_attention_forward(x, bias, w, num_heads, p_drop, rng=None):
     return out, (q_cache, k_cache, v_cache, core_cache, out_cache, num_heads)
 
 
-def self_attention_backward(dout, cache):
+def self_attention_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The forward in reverse; dx sums the three projection paths (q, k and v all read x).
 
     Returns: dx (B, T, H), grads dict with the keys of `w`

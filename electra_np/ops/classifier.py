@@ -16,6 +16,7 @@ implementations); regression (C == 1, e.g. STS-B) is the mean squared error belo
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .activations import activation_backward, activation_forward
 from .dropout import dropout_backward, dropout_forward
@@ -24,14 +25,15 @@ from .linear import linear_backward, linear_forward
 OFFICIAL_HEAD_DROPOUT = 0.1  # classification_tasks.py: tf.nn.dropout(reprs, keep_prob=0.9), whatever the config says
 
 
-def _first_token_backward(dx, h_shape):
+def _first_token_backward(dx: np.ndarray, h_shape: tuple[int, ...]) -> np.ndarray:
     """Forward took x = h[:, 0], so dh is zero everywhere except dh[:, 0] = dx."""
     dh = np.zeros(h_shape, dtype=dx.dtype)  # (B, T, H)
     dh[:, 0] = dx
     return dh
 
 
-def official_head_forward(h, w, p_drop, rng=None):
+def official_head_forward(h: np.ndarray, w: dict[str, np.ndarray], p_drop: float,
+                          rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple]:
     """Inputs:  h (B, T, H) encoder output; w with "classifier.weight" (C, H), "classifier.bias" (C,); p_drop;
              rng (dropout on when given)
     Returns: logits (B, C), cache
@@ -41,7 +43,7 @@ def official_head_forward(h, w, p_drop, rng=None):
     return logits, (h.shape, drop, lin)
 
 
-def official_head_backward(dlogits, cache):
+def official_head_backward(dlogits: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns: dh (B, T, H), grads dict with the keys of `w`."""
     h_shape, drop, lin = cache
     grads = {}
@@ -49,7 +51,8 @@ def official_head_backward(dlogits, cache):
     return _first_token_backward(dropout_backward(dx, drop), h_shape), grads
 
 
-def hf_head_forward(h, w, p_drop, rng=None, act="gelu"):
+def hf_head_forward(h: np.ndarray, w: dict[str, np.ndarray], p_drop: float, rng: np.random.Generator | None = None,
+                    act: str = "gelu") -> tuple[np.ndarray, tuple]:
     """Inputs:  h (B, T, H); w with "classifier.dense.*" and "classifier.out_proj.*"; p_drop (HF:
              config.classifier_dropout, else hidden_dropout_prob); rng (dropout on when given); act
     Returns: logits (B, C), cache
@@ -62,7 +65,7 @@ def hf_head_forward(h, w, p_drop, rng=None, act="gelu"):
     return logits, (h.shape, drop1, dense, act, act_cache, drop2, out)
 
 
-def hf_head_backward(dlogits, cache):
+def hf_head_backward(dlogits: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The forward in reverse.  Returns: dh (B, T, H), grads dict with the keys of `w`."""
     h_shape, drop1, dense, act, act_cache, drop2, out = cache
     grads = {}
@@ -72,7 +75,7 @@ def hf_head_backward(dlogits, cache):
     return _first_token_backward(dropout_backward(dx, drop1), h_shape), grads
 
 
-def mse_forward(predictions, targets):
+def mse_forward(predictions: np.ndarray, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """loss = mean_b (p_b - y_b)^2 (official RegressionTask: tf.square(predictions - targets), averaged;
     HF: MSELoss()(logits.squeeze(), labels.squeeze())).
 
@@ -84,7 +87,7 @@ def mse_forward(predictions, targets):
     return np.asarray(loss, dtype=predictions.dtype), diff
 
 
-def mse_backward(dloss, cache):
+def mse_backward(dloss: np.ndarray | float, cache: np.ndarray) -> np.ndarray:
     """d loss / d p_b = 2 (p_b - y_b) / B."""
     diff = cache
     return diff * (2 * dloss / diff.dtype.type(max(diff.size, 1)))

@@ -5,7 +5,7 @@ import numpy as np
 from ..counter_rng import draw_seed, uniforms
 
 
-def dropout_mask(shape, p, rng, dtype):
+def dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
     """A keep-mask scaled by 1/(1-p): entries are 0 or 1/(1-p), kept where a float32 uniform is >= p.
     The uniforms are counter_rng's for one seed drawn from the numpy Generator `rng` (the fast path's
     kernels compute the same numbers in place)."""
@@ -13,7 +13,8 @@ def dropout_mask(shape, p, rng, dtype):
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
 
 
-def dropout_forward(x, p, rng=None, mask=None):
+def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = None,
+                    mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """y = x * mask, mask = keep / (1 - p), keep ~ Bernoulli(1 - p).
 
     Dropout is off (y = x) when p == 0 or when neither rng nor mask is given (evaluation mode).
@@ -30,7 +31,7 @@ def dropout_forward(x, p, rng=None, mask=None):
     return x * mask, mask
 
 
-def dropout_backward(dy, cache):
+def dropout_backward(dy: np.ndarray, cache: np.ndarray | None) -> np.ndarray:
     """y = x * mask, so dx = dy * mask."""
     mask = cache
     return dy if mask is None else dy * mask

@@ -12,12 +12,12 @@ from .layernorm import layer_norm_backward, layer_norm_forward
 from .linear import linear_backward, linear_forward
 
 
-def embedding_forward(ids, weight):
+def embedding_forward(ids: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, tuple]:
     """Row gather: y[...] = W[ids[...]].  Inputs: ids (...) int, weight (V, E).  Returns: y (..., E), cache."""
     return weight[ids], (ids, weight.shape)
 
 
-def embedding_backward(dy, cache):
+def embedding_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     """y = W[ids], so dW[v] = sum of dy over every position holding id v. np.add.at accumulates
     repeated ids; `dW[ids] += dy` would silently keep only one of them."""
     ids, shape = cache
@@ -26,7 +26,8 @@ def embedding_backward(dy, cache):
     return dweight
 
 
-def embeddings_forward(input_ids, token_type_ids, w, eps, p_drop, rng=None):
+def embeddings_forward(input_ids: np.ndarray, token_type_ids: np.ndarray, w: dict[str, np.ndarray], eps: float,
+                       p_drop: float, rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple]:
     """x = LayerNorm(W_word[ids] + W_pos[0..T-1] + W_type[types]); dropout; x @ W_proj.T + b_proj if E != H.
 
     Inputs:  input_ids (B, T), token_type_ids (B, T), w: dict with the keys below (relative to
@@ -46,7 +47,7 @@ def embeddings_forward(input_ids, token_type_ids, w, eps, p_drop, rng=None):
     return x, (word_cache, type_cache, T, ln_cache, drop_cache, proj_cache, w["embeddings.position_embeddings.weight"].shape)
 
 
-def embeddings_backward(dx, cache):
+def embeddings_backward(dx: np.ndarray, cache: tuple) -> dict[str, np.ndarray]:
     """The forward in reverse. The position gradient is the sum over the batch of ds, in rows 0..T-1.
 
     Returns: dict of gradients with the same keys as `w`.

@@ -8,12 +8,15 @@ Discriminator (`ElectraDiscriminatorPredictions`; official `get_discriminator_ou
     logit = act(h W_d^T + b_d) w_p^T + b_p, one logit per token.
 """
 
+import numpy as np
+
 from .activations import activation_backward, activation_forward
 from .layernorm import layer_norm_backward, layer_norm_forward
 from .linear import linear_backward, linear_forward
 
 
-def generator_head_forward(h, word_embeddings, w, eps):
+def generator_head_forward(h: np.ndarray, word_embeddings: np.ndarray, w: dict[str, np.ndarray],
+                           eps: float) -> tuple[np.ndarray, tuple]:
     """Inputs:  h (M, Hg) hidden states already gathered at the masked positions; word_embeddings (V, E);
              w with "generator_predictions.dense.*", "generator_predictions.LayerNorm.*", "generator_lm_head.bias"
     Returns: logits (M, V), cache
@@ -25,7 +28,7 @@ def generator_head_forward(h, word_embeddings, w, eps):
     return logits, (c1, c2, c3, c4)
 
 
-def generator_head_backward(dlogits, cache):
+def generator_head_backward(dlogits: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Returns: dh (M, Hg), dword_embeddings (V, E) (the tied output path's share), grads dict."""
     c1, c2, c3, c4 = cache
     grads = {}
@@ -36,7 +39,7 @@ def generator_head_backward(dlogits, cache):
     return dh, dword, grads
 
 
-def discriminator_head_forward(h, w, act):
+def discriminator_head_forward(h: np.ndarray, w: dict[str, np.ndarray], act: str) -> tuple[np.ndarray, tuple]:
     """Inputs:  h (B, T, H); w with "discriminator_predictions.dense.*", "discriminator_predictions.dense_prediction.*"
     Returns: logits (B, T), cache
     """
@@ -47,7 +50,7 @@ def discriminator_head_forward(h, w, act):
     return logits[..., 0], (c1, c2, c3, act)  # (B, T)
 
 
-def discriminator_head_backward(dlogits, cache):
+def discriminator_head_backward(dlogits: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns: dh (B, T, H), grads dict."""
     c1, c2, c3, act = cache
     grads = {}

@@ -6,6 +6,9 @@ modeling.py `transformer_model`:
     h2 = LayerNorm(h1 + dropout(W2 act(W1 h1 + b1) + b2))
 """
 
+import numpy as np
+
+from ..config import ElectraConfig
 from .activations import activation_backward, activation_forward
 from .attention import self_attention_backward, self_attention_forward
 from .dropout import dropout_backward, dropout_forward
@@ -13,7 +16,7 @@ from .layernorm import layer_norm_backward, layer_norm_forward
 from .linear import linear_backward, linear_forward
 
 
-def feed_forward_forward(x, w, act):
+def feed_forward_forward(x: np.ndarray, w: dict[str, np.ndarray], act: str) -> tuple[np.ndarray, tuple]:
     """y = W2 act(W1 x + b1) + b2.  Inputs: x (B, T, H); w with "intermediate.dense.*", "output.dense.*".
     Returns: y (B, T, H), cache."""
     a, c1 = linear_forward(x, w["intermediate.dense.weight"], w["intermediate.dense.bias"])  # (B, T, F)
@@ -22,7 +25,7 @@ def feed_forward_forward(x, w, act):
     return y, (c1, c2, c3, act)
 
 
-def feed_forward_backward(dy, cache):
+def feed_forward_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     c1, c2, c3, act = cache
     grads = {}
     dg, grads["output.dense.weight"], grads["output.dense.bias"] = linear_backward(dy, c3)
@@ -31,7 +34,8 @@ def feed_forward_backward(dy, cache):
     return dx, grads
 
 
-def transformer_layer_forward(x, bias, w, config, rng=None):
+def transformer_layer_forward(x: np.ndarray, bias: np.ndarray, w: dict[str, np.ndarray], config: ElectraConfig,
+                              rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple]:
     """One post-LN encoder layer.
 
     Inputs:  x (B, T, H); bias (B, 1, 1, T) additive key mask; w: dict keyed as in HF relative to
@@ -49,7 +53,7 @@ def transformer_layer_forward(x, bias, w, config, rng=None):
     return h2, (att_cache, drop1, ln1, ffn_cache, drop2, ln2)
 
 
-def transformer_layer_backward(dh2, cache):
+def transformer_layer_backward(dh2: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The forward in reverse. The two residual adds are where gradients merge:
     d(h1) = dLN2-input (skip path) + dFFN(h1), and dx = dLN1-input (skip path) + dAttention(x).
 

@@ -6,7 +6,7 @@ ELECTRA and Hugging Face use eps = 1e-12 (ElectraConfig.layer_norm_eps); it is a
 import numpy as np
 
 
-def layer_norm_forward(x, weight, bias, eps):
+def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> tuple[np.ndarray, tuple]:
     """y = (x - mean) / sqrt(var + eps) * weight + bias, biased variance, over the last axis.
 
     Inputs:  x (..., C), weight (C,), bias (C,), eps float
@@ -21,7 +21,7 @@ def layer_norm_forward(x, weight, bias, eps):
     return y, (xhat, rstd, weight)
 
 
-def layer_norm_backward(dy, cache):
+def layer_norm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward did y = xhat * w + b with xhat = (x - mean) * rstd, so
     dw = sum dy * xhat, db = sum dy, and with g = dy * w:
     dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).

@@ -1,7 +1,9 @@
 """Linear (fully connected) layer, as torch.nn.Linear: weights stored (out, in)."""
 
+import numpy as np
 
-def linear_forward(x, weight, bias):
+
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, tuple]:
     """y = x @ W.T + b over the last axis.
 
     Inputs:  x (..., in), weight (out, in), bias (out,) or None
@@ -13,7 +15,7 @@ def linear_forward(x, weight, bias):
     return y, (x, weight, bias is not None)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Forward did y = x @ W.T + b, so dx = dy @ W, dW = dy^T x (summed over every leading axis), db = sum dy.
 
     Returns: dx (..., in), dweight (out, in), dbias (out,) or None

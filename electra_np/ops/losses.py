@@ -9,7 +9,7 @@ tokens, [CLS] and [SEP] included (official `get_discriminator_output`; HF Electr
 import numpy as np
 
 
-def softmax_cross_entropy_forward(logits, labels):
+def softmax_cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, tuple]:
     """loss = mean_m [logsumexp(logits_m) - logits_m[labels_m]].  An empty batch (M = 0) has loss 0.
 
     Inputs:  logits (M, V), labels (M,) int
@@ -25,7 +25,7 @@ def softmax_cross_entropy_forward(logits, labels):
     return np.asarray(loss, dtype=logits.dtype), (e / s, labels)
 
 
-def softmax_cross_entropy_backward(dloss, cache):
+def softmax_cross_entropy_backward(dloss: np.ndarray | float, cache: tuple) -> np.ndarray:
     """d loss / d logits = (softmax(logits) - onehot(labels)) / M."""
     probs, labels = cache
     M = probs.shape[0]
@@ -34,7 +34,8 @@ def softmax_cross_entropy_backward(dloss, cache):
     return dlogits * (dloss / probs.dtype.type(max(M, 1)))
 
 
-def binary_cross_entropy_forward(logits, labels, weights):
+def binary_cross_entropy_forward(logits: np.ndarray, labels: np.ndarray,
+                                 weights: np.ndarray) -> tuple[np.ndarray, tuple]:
     """loss = sum(w * [log(1 + e^z) - y z]) / sum(w), with log(1 + e^z) = logaddexp(0, z).  No weight -> loss 0.
 
     Inputs:  logits (B, T), labels (B, T) in {0, 1}, weights (B, T) (the attention mask)
@@ -49,7 +50,7 @@ def binary_cross_entropy_forward(logits, labels, weights):
     return np.asarray(loss, dtype=dtype), (logits, y, wts, n)
 
 
-def binary_cross_entropy_backward(dloss, cache):
+def binary_cross_entropy_backward(dloss: np.ndarray | float, cache: tuple) -> np.ndarray:
     """d loss / dz = w (sigmoid(z) - y) / sum(w); sigmoid via exp of a non-positive number only."""
     logits, y, wts, n = cache
     e = np.exp(-np.abs(logits))

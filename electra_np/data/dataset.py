@@ -1,0 +1,165 @@
+"""A prepared folder (prepare.py writes it) read back: its meta, its splits as memory maps, and batches.
+
+On disk (`out_dir/`): `train.ids.npy`, `train.types.npy`, `eval.ids.npy`, `eval.types.npy`
+(shape (N, T), ids uint16 when the vocabulary has at most 65536 entries else int32, types
+uint8), `vocab.txt` (one token per line, line number = id) and `meta.json` (the settings, the counts
+and the sources it was made from; prepare_corpus's docstring lists its keys).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .sources import CorpusSource, Spec
+from .tokenizer import Tokenizer, vocab_sha256
+
+FORMAT_NAME = "electra_np.pretraining_data"
+FORMAT_VERSION = 1
+META_NAME = "meta.json"
+VOCAB_NAME = "vocab.txt"
+SPLITS = ("train", "eval")
+
+
+def ids_name(split: str) -> str:
+    return f"{split}.ids.npy"
+
+
+def types_name(split: str) -> str:
+    return f"{split}.types.npy"
+
+
+def load_meta(path: str | os.PathLike) -> dict:
+    """The meta dict of a prepared folder; ValueError if `path` holds no prepared corpus."""
+    meta_path = Path(path) / META_NAME
+    if not meta_path.is_file():
+        raise ValueError(f"no prepared corpus at {path} (missing {META_NAME}); run prepare_corpus first")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: not an {FORMAT_NAME} v{FORMAT_VERSION} folder")
+    return meta
+
+
+def is_prepared_for(out_dir: str | os.PathLike, inputs: Spec | Sequence[Spec], tokenizer: Tokenizer,
+                    max_seq_length: int = 128, seed: int = 0, eval_fraction: float = 0.02,
+                    split_sentences: bool = False) -> bool:
+    """True if out_dir holds data that prepare_corpus made from these unchanged inputs and settings."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    try:
+        meta = load_meta(out_dir)
+        sources = [CorpusSource(spec, split_sentences) for spec in inputs]
+    except (OSError, ValueError):
+        return False
+    if len(sources) != len(meta["sources"]):
+        return False
+    for source, old in zip(sources, meta["sources"]):
+        if source.is_tsv and source.column is None:  # detected from the header when prepared
+            source.column = old["column"]
+    return ([s.describe() for s in sources] == meta["sources"]
+            and meta["vocab_sha256"] == vocab_sha256(tokenizer.ids_to_tokens)
+            and meta["max_seq_length"] == max_seq_length and meta["seed"] == seed
+            and meta["eval_fraction"] == eval_fraction and meta["split_sentences"] == split_sentences)
+
+
+class PretrainingData:
+    """One split of a prepared folder, opened as read-only memory maps.
+
+    `ids` (N, T) and `types` (N, T) stay on disk; `batch(indices)` copies the rows it needs.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str = "train"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.path, self.split = Path(path), split
+        self.meta = load_meta(path)
+        self.ids = np.load(self.path / ids_name(split), mmap_mode="r")  # (N, T)
+        self.types = np.load(self.path / types_name(split), mmap_mode="r")  # (N, T)
+        self.max_seq_length = self.meta["max_seq_length"]
+        self.vocab_size = self.meta["vocab_size"]
+        self.pad_id = self.meta["pad_id"]
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def batch(self, indices) -> dict[str, np.ndarray]:
+        """Rows `indices` as int64 input_ids, token_type_ids, attention_mask, each (B, T).
+
+        attention_mask is 1 up to the last non-[PAD] token of a row, 0 on the trailing padding.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        input_ids = np.asarray(self.ids[indices], dtype=np.int64)  # (B, T)
+        token_type_ids = np.asarray(self.types[indices], dtype=np.int64)  # (B, T)
+        B, T = input_ids.shape
+        not_pad = input_ids != self.pad_id  # (B, T)
+        length = T - np.argmax(not_pad[:, ::-1], axis=1)  # (B,) every row starts with [CLS]
+        attention_mask = (np.arange(T)[None, :] < length[:, None]).astype(np.int64)  # (B, T)
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids,
+                "attention_mask": attention_mask}
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """All rows in order, `batch_size` at a time (the last batch may be smaller): for evaluation."""
+        for start in range(0, len(self), batch_size):
+            yield self.batch(np.arange(start, min(start + batch_size, len(self))))
+
+    def sampler(self, batch_size: int, seed: int = 0, drop_last: bool = True) -> "BatchSampler":
+        return BatchSampler(len(self), batch_size, seed, drop_last)
+
+
+class BatchSampler:
+    """Endless epoch-shuffled batches of row indices whose position can be saved and restored.
+
+    Epoch e visits `np.random.default_rng([seed, e]).permutation(n)` in batches of
+    `batch_size` (a last partial batch is dropped when drop_last). The whole state is
+    (epoch, position = batches already taken this epoch), so a restored sampler yields
+    exactly the batches the saved one would have.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, drop_last: bool = True):
+        if n <= 0 or batch_size <= 0:
+            raise ValueError(f"need n > 0 and batch_size > 0, got n={n}, batch_size={batch_size}")
+        if drop_last and batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the {n} examples "
+                             "(use a smaller batch or drop_last=False)")
+        self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
+        self.batches_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        self.epoch, self.position = 0, 0
+        self._perm_epoch, self._perm = None, None
+
+    def _permutation(self) -> np.ndarray:
+        if self._perm_epoch != self.epoch:
+            self._perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            self._perm_epoch = self.epoch
+        return self._perm
+
+    def __iter__(self) -> "BatchSampler":
+        return self
+
+    def __next__(self) -> np.ndarray:
+        start = self.position * self.batch_size
+        indices = self._permutation()[start:start + self.batch_size].copy()
+        self.position += 1
+        if self.position == self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        return indices
+
+    def state(self) -> dict:
+        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed,
+                "drop_last": self.drop_last, "epoch": self.epoch, "position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        for key in ("n", "batch_size", "seed", "drop_last"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"sampler state has {key}={state[key]!r} but this sampler has "
+                                 f"{key}={getattr(self, key)!r}: the data or settings changed")
+        if not 0 <= state["position"] < self.batches_per_epoch:
+            raise ValueError(f"sampler state position {state['position']} out of range")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    @classmethod
+    def from_state(cls, state: dict) -> "BatchSampler":
+        sampler = cls(state["n"], state["batch_size"], state["seed"], state["drop_last"])
+        sampler.set_state(state)
+        return sampler
