@@ -1,7 +1,6 @@
-"""electra_np: ELECTRA pretraining in NumPy, every backward pass written by hand."""
+"""electra_np: ELECTRA pretraining in NumPy, every backward pass written by hand.
 
-from .fast import runtime as threads
-
-threads.quiet_blas_spin()  # before anything here imports NumPy (threads.py says why)
+Importing it changes no process-wide setting; the fast path's are electra_np.fast.runtime.configure()'s.
+"""
 
 __version__ = "0.1.0"

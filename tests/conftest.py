@@ -1,11 +1,10 @@
-import os
 from pathlib import Path
 
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # torch's OpenMP and numba share some test processes
+from electra_np.fast import runtime
 
-import electra_np  # noqa: E402,F401  (before NumPy loads OpenBLAS: the short idle spin, electra_np/threads.py)
+runtime.configure()  # before NumPy loads OpenBLAS: the short idle spin, workqueue layer (fast/runtime.py)
 
-import pytest
+import pytest  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -8,7 +8,8 @@ import pytest
 from electra_np import optim
 from electra_np import counter_rng, masking
 from electra_np.counter_rng import draw_seed
-from electra_np.fast.kernels import adamw, attention, blas, common, embeddings, fused_attention, gelu, layernorm, losses, sampling
+from electra_np.fast.kernels import (adamw, attention, blas, checks, embeddings, fused_attention, gelu, layernorm,
+                                     losses, rows, sampling, uniforms, vecmath)
 from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
 from electra_np.ops.embeddings import embeddings_backward, embeddings_forward
@@ -60,6 +61,25 @@ def test_attention_kernel_accepts_strided_heads():
     ctx, _ = attention.attention_core_forward(q, k, v, bias, 0.0)
     ref, _ = attention_core_forward(q.copy(), k.copy(), v.copy(), bias[:, None, None, :], 0.0)
     close(ctx, ref, np.float64)
+
+
+def test_softmax_dropout_backward_against_finite_differences():
+    """attention.softmax_dropout_backward (and its @njit _softmax_dropout_backward) in float64, through the
+    attention core: scale, key mask with a padded key, softmax and dropout, against finite differences."""
+    from electra_np.gradcheck import check_op
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, 5, 2)) for _ in range(3))
+    bias = key_mask_bias(np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]), np.dtype(np.float64))[:, 0, 0]  # (B, T)
+
+    def forward(q, k, v):
+        ctx, cache = attention.attention_core_forward(q, k, v, bias, 0.25, np.random.default_rng(8))
+        return ctx.copy(), cache
+
+    def backward(dctx, cache):
+        return tuple(g.copy() for g in attention.attention_core_backward(dctx, cache))
+
+    errors = check_op(forward, backward, {"q": q, "k": k, "v": v})
+    assert errors and max(errors.values()) < 1e-7, errors
 
 
 needs_fused = pytest.mark.skipif(not fused_attention.available(np.float32),
@@ -200,25 +220,28 @@ def test_bias_gelu_matches_reference(dtype, act, N, C):
         gelu.bias_gelu_backward(flat[1:].reshape(N, C), a, flat[:-1].reshape(N, C), db, act)
 
 
-def test_float32_exp_and_erf_are_accurate():
+def test_float32_exp_erf_log_tanh_are_accurate():
     import math
     x = np.linspace(-90, 88, 200001).astype(np.float32)
     ref = np.exp(x.astype(np.float64))
-    got = np.array([common._exp_f32(v) for v in x[::97]], np.float64)
+    got = np.array([vecmath.exp_f32(v) for v in x[::97]], np.float64)
     r = ref[::97]
     ok = r > np.finfo(np.float32).tiny
     assert np.all(np.abs(got[ok] - r[ok]) <= 2 * np.finfo(np.float32).eps * r[ok])
     assert np.all(got[~ok] <= np.finfo(np.float32).tiny)
-    assert common._exp_f32(np.float32(-np.inf)) == 0
+    assert vecmath.exp_f32(np.float32(-np.inf)) == 0
     z = np.linspace(-6, 6, 2001).astype(np.float32)
     erf_ref = np.array([math.erf(float(v)) for v in z])
-    assert np.abs(np.array([common._erf_f32(v) for v in z]) - erf_ref).max() <= 4 * np.finfo(np.float32).eps
+    assert np.abs(np.array([vecmath.erf_f32(v) for v in z]) - erf_ref).max() <= 4 * np.finfo(np.float32).eps
     # log over the Gumbel noise's range: u + 1e-9 in [1e-9, 1], then -log(u) + 1e-9 up to ~21
     w = np.concatenate([np.geomspace(1e-9, 1, 3001), np.linspace(0.5, 25, 3001),
                         [np.finfo(np.float32).tiny, 0.70710677, 0.70710683, 1.0, 2.0]]).astype(np.float32)
     log_ref = np.log(w.astype(np.float64))
-    got = np.array([common._log_f32(v) for v in w], np.float64)
+    got = np.array([vecmath.log_f32(v) for v in w], np.float64)
     assert np.all(np.abs(got - log_ref) <= 2 * np.finfo(np.float32).eps * np.maximum(np.abs(log_ref), 1e-30) + 1e-45)
+    t = np.linspace(-12, 12, 4001).astype(np.float32)  # tanh through exp: absolute error, clamped past +-9
+    got = np.array([vecmath.tanh_f32(v) for v in t], np.float64)
+    assert np.abs(got - np.tanh(t.astype(np.float64))).max() <= 2 * np.finfo(np.float32).eps
 
 
 # ----------------------------------------------------------------------------- bias + dropout + residual + LayerNorm
@@ -413,10 +436,10 @@ def test_row_sums_and_bias(dtype):
     rng = np.random.default_rng(0)
     x = rand(rng, (11, 300), dtype)
     out = np.empty(300, dtype)
-    close(common.sum_rows(x, out), x.sum(axis=0), dtype)
+    close(rows.sum_rows(x, out), x.sum(axis=0), dtype)
     b = rand(rng, (300,), dtype)
     y = x.copy()
-    close(common.add_bias(y, b), x + b, dtype)
+    close(rows.add_bias(y, b), x + b, dtype)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -483,15 +506,15 @@ def test_bmm_batched_blas_path_at_model_size():
 # ----------------------------------------------------------------------------- counter-based uniforms
 
 def test_counter_uniforms_kernel_twin_is_bit_equal():
-    """kernels/common.py uniform_at / uniform64_at against counter_rng.uniforms, at the ends of the seed
+    """kernels/uniforms.py uniform_at / uniform64_at against counter_rng.uniforms, at the ends of the seed
     range and for a drawn seed; the numbers are uniform and the float32 ones multiples of 2^-24."""
     from numba import njit
 
     @njit
     def fill(seed, out32, out64):
         for i in range(out32.size):
-            out32[i] = common.uniform_at(seed, i)
-            out64[i] = common.uniform64_at(seed, i)
+            out32[i] = uniforms.uniform_at(seed, i)
+            out64[i] = uniforms.uniform64_at(seed, i)
 
     n = 10007
     for seed in (np.uint64(0), np.uint64(2 ** 64 - 1), draw_seed(np.random.default_rng(5))):
@@ -507,4 +530,4 @@ def test_counter_uniforms_kernel_twin_is_bit_equal():
     hist = np.histogram(counter_rng.uniforms(np.uint64(9), 200_000), bins=20, range=(0, 1))[0]
     assert hist.min() > 9_500 and hist.max() < 10_500  # expected 10,000 per bin, sd 98
     with pytest.raises(ValueError, match="seed"):
-        common.as_seed(-1)
+        checks.as_seed(-1)

@@ -64,9 +64,11 @@ def test_layer_norm():
     assert_all_below(errs)
 
 
-@pytest.mark.parametrize("name", ["gelu", "gelu_new"])
-def test_gelu(name):
-    fwd, bwd = activations.ACTIVATION_FUNCTIONS[name]
+@pytest.mark.parametrize("name,fwd,bwd", [("gelu", activations.gelu_forward, activations.gelu_backward),
+                                          ("gelu_new", activations.gelu_tanh_forward, activations.gelu_tanh_backward)])
+def test_gelu(name, fwd, bwd):
+    """Both flavours, each under its config name: the exact erf form and the tanh approximation."""
+    assert activations.ACTIVATION_FUNCTIONS[name] == (fwd, bwd)
     errs = check_op(fwd, bwd, {"x": rand(B, T, F, scale=2)})
     assert_all_below(errs)
 

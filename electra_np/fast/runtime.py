@@ -1,41 +1,84 @@
-"""One thread count for everything that computes: Numba's kernels and the BLAS behind NumPy's matmuls.
+"""Every process-wide setting electra_np makes, in one place: `configure(threads=None)`.
 
-    ELECTRA_NP_THREADS=2 electra-np pretrain ...     # or, in Python:
-    from electra_np.threads import set_num_threads; set_num_threads(2)
+    from electra_np.fast import runtime
+    runtime.configure()        # first, before NumPy is imported (the `electra-np` commands and the tests do)
+    import numpy as np ...     # FastStep, FastClassifier and FastDiscriminator call configure() when built
 
-Both pools run one after the other (a kernel, then a matmul, then a kernel), never at the same time, so
-n threads each means n busy threads at any moment: no oversubscription. Default: ELECTRA_NP_THREADS, else
-the number of CPUs this process may run on. BLAS is set through threadpoolctl when it is installed (it
-reaches the OpenBLAS inside NumPy's wheel); without it, `configure_env` must run before NumPy is imported
-and sets OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS instead.
+Importing electra_np, or any module of it, changes nothing: only configure() does, and it is idempotent
+(its first call applies the settings below; a later call changes only an explicitly given thread count).
 
-Both pools run one after the other only if idle threads of one do not keep a core busy: Numba's default
-OpenMP layer spins between parallel regions, which on 2 cores nearly halved the step's speed, so
-electra_np.kernels selects Numba's workqueue layer unless NUMBA_THREADING_LAYER is set (its docstring
-has the numbers). workqueue also keeps PyTorch's OpenMP and Numba apart in one process (benchmarks,
-parity tests), where two OpenMP runtimes can deadlock or oversubscribe.
-OpenBLAS's idle threads spin too: for 2^28 cycles (~0.1 s) after each call before they sleep, so every
-kernel that follows a matmul shares its second core with a spinning BLAS thread (measured here, 2
-threads: a Gumbel-sampling kernel 4.3 ms alone, 8.5 ms right after a matmul). `quiet_blas_spin`, called
-when electra_np is imported, sets OPENBLAS_THREAD_TIMEOUT=12 (2^12 cycles, about 2 microseconds) unless it is
-set; OpenBLAS reads it once, when NumPy loads it, so it takes effect only if electra_np (or this variable)
-comes before NumPy's first import, as in the `electra-np` commands. tiny step: 0.180 -> 0.160 s.
+1. OpenBLAS's idle spin. After each call OpenBLAS's threads spin for a long while before they sleep, so a
+   kernel that follows a matmul shares its second core with a spinning BLAS thread. configure() sets
+   OPENBLAS_THREAD_TIMEOUT=12 (2^12 cycles) unless it is set. OpenBLAS reads it once, when NumPy loads it:
+   if NumPy is already imported it is too late, and configure() warns once (a RuntimeWarning that names
+   the fix) instead.
+2. Numba's threading layer: workqueue, unless NUMBA_THREADING_LAYER is set. The default layer on Linux is
+   OpenMP, whose idle threads spin between parallel regions while OpenBLAS's spin between matmuls: the
+   two pools take turns stealing each other's core. workqueue also keeps PyTorch's OpenMP and Numba apart
+   in one process (benchmarks, parity tests), where two OpenMP runtimes can deadlock or oversubscribe.
+3. The vector width. On a CPU with AVX-512, LLVM's tuning for Intel's AVX-512 parts prefers 256-bit
+   vectors (older ones lower their clocks on 512-bit code); configure() adds "-prefer-256-bit" to the
+   host's features for Numba, so the exp/erf/log polynomials and the counter RNG run 16 float32 lanes wide.
+   ELECTRA_NP_VECTOR_WIDTH=256 keeps LLVM's choice (e.g. on Skylake-X servers, whose AVX-512 clock penalty
+   is what the preference avoids); NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, when set, win. It must be decided
+   before Numba compiles or loads a kernel; cached kernels are kept per feature set.
+4. One thread count for everything that computes, Numba's kernels and the BLAS behind NumPy's matmuls:
+   `threads`, else ELECTRA_NP_THREADS, else the number of CPUs this process may run on. Both pools run
+   one after the other (a kernel, then a matmul), never at the same time, so n threads each means n busy
+   threads at any moment. BLAS is set through threadpoolctl when it is installed; a count asked for
+   (`threads` or ELECTRA_NP_THREADS) before NumPy is imported also goes to OPENBLAS_NUM_THREADS,
+   OMP_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS, which the libraries read when they load.
 Results depend on the thread count only through the per-thread partial sums of batch reductions
-(kernels/common.py): the same count gives the same bits.
+(kernels/rows.py): the same count gives the same bits.
+
+benchmarks/RESULTS.md has what each setting is worth (the threading-layer table of session 2, the idle
+spin and the vector width in sessions 3 and 4).
 """
 
 import os
+import sys
 
-ENV = "ELECTRA_NP_THREADS"
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREADS_ENV = "ELECTRA_NP_THREADS"
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+BLAS_SPIN_ENV, BLAS_SPIN = "OPENBLAS_THREAD_TIMEOUT", "12"
+LAYER_ENV, LAYER = "NUMBA_THREADING_LAYER", "workqueue"
+VECTOR_ENV = "ELECTRA_NP_VECTOR_WIDTH"
+
+_configured = False  # whether configure() has run
+_threads = None  # the thread count set_num_threads last set
+_spin_set_before_numpy = None  # whether configure() set the idle spin before NumPy loaded OpenBLAS
+_prefer_512_bit = None  # whether configure() asked Numba for 512-bit vectors
+_limiter = None  # threadpoolctl's limit, kept: it holds until changed
 
 
-def default_threads():
-    value = os.environ.get(ENV)
+def configure(threads: int | None = None) -> int:
+    """Apply the settings of the module docstring (a count set_num_threads already set stands, unless
+    `threads` is given). Returns the thread count in force."""
+    global _configured
+    if _configured:
+        return _threads if threads is None else set_num_threads(threads)
+    width = _vector_width()  # every setting is checked before any is made
+    n = thread_count(threads) if threads is not None or _threads is None else _threads
+    _quiet_blas_spin(n if threads is not None or os.environ.get(THREADS_ENV) else None)
+    _select_numba_layer_and_vectors(width)
+    _configured = True
+    return set_num_threads(n)
+
+
+def thread_count(threads: int | None = None) -> int:
+    """`threads`, else ELECTRA_NP_THREADS, else the CPUs this process may run on; a positive integer."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        return threads
+    value = os.environ.get(THREADS_ENV)
     if value:
-        n = int(value)
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
         if n < 1:
-            raise ValueError(f"{ENV} must be a positive integer, got {value!r}")
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
         return n
     try:
         return len(os.sched_getaffinity(0))
@@ -43,51 +86,59 @@ def default_threads():
         return os.cpu_count() or 1
 
 
-def configure_env(n=None):
-    """Before NumPy is imported: cap the BLAS pools through the environment (no threadpoolctl needed)."""
-    n = n or default_threads()
-    for k in BLAS_ENV:
-        os.environ.setdefault(k, str(n))
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(n))
+def set_num_threads(n: int | None = None) -> int:
+    """Set Numba's and BLAS's thread counts to thread_count(n) now (configure's last step; also for changing
+    the count later). Numba cannot go above NUMBA_NUM_THREADS (fixed at its first parallel launch).
+    Returns the count."""
+    global _limiter, _threads
+    import numba
+
+    n = _threads = thread_count(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return n  # the variables set before NumPy loaded, if any, apply
+    _limiter = threadpool_limits(limits=n, user_api="blas")
     return n
 
 
-BLAS_SPIN_ENV, BLAS_SPIN = "OPENBLAS_THREAD_TIMEOUT", "12"
-blas_spin_before_numpy = False  # whether quiet_blas_spin ran before NumPy was imported
-_spin_may_be_long = False  # NumPy came first and OPENBLAS_THREAD_TIMEOUT was unset: OpenBLAS spins long
+def thread_info() -> dict:
+    """What is in force: Numba's count, layer and vector width, OpenBLAS's idle spin, and each BLAS
+    library's count and kernel (through threadpoolctl, when installed)."""
+    import numba
+
+    info = {"configured": _configured, "numba_threads": numba.get_num_threads(),
+            "numba_layer": numba.config.THREADING_LAYER, "numba_512_bit_vectors": _prefer_512_bit,
+            "openblas_thread_timeout": os.environ.get(BLAS_SPIN_ENV),
+            "blas_spin_set_before_numpy": _spin_set_before_numpy}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
+                        for d in threadpool_info() if d.get("user_api") == "blas"]
+    except ImportError:
+        pass
+    return info
 
 
-def quiet_blas_spin():
-    """Shorten OpenBLAS's idle spin (see above) unless OPENBLAS_THREAD_TIMEOUT is set. Effective only
-    before NumPy's first import; returns whether NumPy was still unimported."""
-    global blas_spin_before_numpy, _spin_may_be_long
-    import sys
-
-    if "numpy" not in sys.modules:
+def _quiet_blas_spin(asked):
+    """Before NumPy: the short idle spin, and the thread count `asked` (None: none) in the variables the
+    libraries read when they load. After NumPy: warn, once, when its OpenBLAS keeps the long spin."""
+    global _spin_set_before_numpy
+    _spin_set_before_numpy = "numpy" not in sys.modules
+    if _spin_set_before_numpy:
         os.environ.setdefault(BLAS_SPIN_ENV, BLAS_SPIN)
-        blas_spin_before_numpy = True
-    else:
-        _spin_may_be_long = BLAS_SPIN_ENV not in os.environ
-    return blas_spin_before_numpy
+        if asked is not None:
+            for name in THREAD_VARIABLES:
+                os.environ[name] = str(asked)
+    elif BLAS_SPIN_ENV not in os.environ and _numpy_uses_openblas():
+        import warnings
 
-
-def warn_if_blas_spins():
-    """Warn once if NumPy's OpenBLAS was loaded with its long idle spin: NumPy imported before electra_np
-    with OPENBLAS_THREAD_TIMEOUT unset. Measured here (2 threads): the small step 1.58 -> 1.72-1.79 s,
-    discriminator inference 0.36 -> 0.42 s. The fast path's builders call it."""
-    global _spin_may_be_long
-    if not _spin_may_be_long:
-        return False
-    _spin_may_be_long = False  # asked once
-    if not _numpy_uses_openblas():
-        return False
-    import warnings
-
-    warnings.warn("NumPy was imported before electra_np, so its OpenBLAS keeps idle threads spinning for ~0.1 s "
-                  "after every matmul, taking a core from the fast path's kernels (steps ~10% slower); import "
-                  f"electra_np before NumPy, or set {BLAS_SPIN_ENV}={BLAS_SPIN} in the environment",
-                  RuntimeWarning, stacklevel=3)
-    return True
+        warnings.warn("NumPy was imported before electra_np.fast.runtime.configure() ran, so its OpenBLAS keeps "
+                      "idle threads spinning after every matmul, taking a core from the fast path's kernels; call "
+                      f"configure() before importing NumPy, or set {BLAS_SPIN_ENV}={BLAS_SPIN} in the environment",
+                      RuntimeWarning, stacklevel=3)  # points at configure()'s caller
 
 
 def _numpy_uses_openblas():
@@ -99,39 +150,26 @@ def _numpy_uses_openblas():
         return True
 
 
-_limiter = None
+def _vector_width():
+    width = os.environ.get(VECTOR_ENV, "512")
+    if width not in ("256", "512"):
+        raise ValueError(f"{VECTOR_ENV} must be 256 or 512, got {width!r}")
+    return width
 
 
-def set_num_threads(n=None):
-    """Set Numba's and BLAS's thread counts to n (default: ELECTRA_NP_THREADS or the CPU count).
-    Returns n. Numba cannot go above NUMBA_NUM_THREADS (fixed at its first parallel launch)."""
-    global _limiter
+def _select_numba_layer_and_vectors(width):
+    """Settings 2 and 3 of the module docstring, before Numba compiles or loads a kernel."""
+    global _prefer_512_bit
     import numba
 
-    n = n or default_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return n  # configure_env's variables apply
-    _limiter = threadpool_limits(limits=n, user_api="blas")  # kept: the limit holds until changed
-    return n
+    if LAYER_ENV not in os.environ:
+        numba.config.THREADING_LAYER = LAYER
+    _prefer_512_bit = False
+    if width == "256" or "NUMBA_CPU_FEATURES" in os.environ or "NUMBA_CPU_NAME" in os.environ:
+        return
+    import llvmlite.binding as llvm
 
-
-def thread_info():
-    """What is in force: Numba's count and layer, and each BLAS library's count and kernel (threadpoolctl)."""
-    import numba
-
-    from . import kernels
-
-    info = {"numba_threads": numba.get_num_threads(), "numba_layer": numba.config.THREADING_LAYER,
-            "numba_512_bit_vectors": kernels.PREFER_512_BIT,
-            "openblas_thread_timeout": os.environ.get(BLAS_SPIN_ENV), "set_before_numpy": blas_spin_before_numpy}
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
-                        for d in threadpool_info() if d.get("user_api") == "blas"]
-    except ImportError:
-        pass
-    return info
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx512f" in features.split(","):
+        numba.config.CPU_FEATURES = features + ",-prefer-256-bit"
+        _prefer_512_bit = True

@@ -6,21 +6,22 @@
 c1 = 1 - b1^t and c2 = 1 - b2^t with bias correction, else 1 (the official default). Elementwise, so
 prange over elements; parameters, m and v are updated in place.
 
-Tensors under SERIAL_BELOW elements (biases, LayerNorm weights: 377 of ELECTRA-Small's 402) take the
-same loop compiled without prange: a parallel launch costs ~130 us here (Numba's workqueue layer wakes
-a sleeping worker and then the caller; OpenMP's spinning threads launch in ~2 us but fight OpenBLAS's),
-more than such a tensor's whole update. Measured here, small's 14.2 M parameters: 47 -> 20 ms per update.
-Same arithmetic either way (no reduction), so the same bits.
+Tensors under SERIAL_BELOW elements (biases, LayerNorm weights: most of ELECTRA-Small's tensors) take the
+same loop compiled without prange: a parallel launch on Numba's workqueue layer (which wakes a sleeping
+worker and then the caller) costs more than such a tensor's whole update, and OpenMP's spinning threads,
+which launch faster, fight OpenBLAS's (benchmarks/RESULTS.md, session 4). Same arithmetic either way (no
+reduction), so the same bits.
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit, prange
 
 from ...optim import decays
-from .common import FASTMATH, as_input, as_output
-
+from .checks import as_input, as_output
+from .vecmath import FASTMATH
 
 SERIAL_BELOW = 1 << 16
 
@@ -47,8 +48,9 @@ def _adamw_serial(p, g, m, v, h):
         _adamw_at(i, p, g, m, v, h)
 
 
-def adamw_update(params, grads, m, v, lr, t, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-6,
-                 bias_correction=False, lr_scales=None):
+def adamw_update(params: dict, grads: dict, m: dict, v: dict, lr: float, t: int, weight_decay: float = 0.01,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6, bias_correction: bool = False,
+                 lr_scales: dict | None = None) -> None:
     """Update params, m, v (dicts of C-contiguous arrays, same keys) in place for step number t (1-based,
     already incremented, as optim.AdamW.update does before updating). grads may be views of reused buffers.
     lr_scales: optional {name: factor} (layer-wise learning-rate decay), as in optim.AdamW.update."""
@@ -69,7 +71,7 @@ def adamw_update(params, grads, m, v, lr, t, weight_decay=0.01, beta1=0.9, beta2
         kernel(p.reshape(-1), g.reshape(-1), m[k].reshape(-1), v[k].reshape(-1), h)
 
 
-def fused_update(optimizer, lr_scales=None):
+def fused_update(optimizer, lr_scales: dict | None = None) -> Callable:
     """optim.AdamW's update(params, grads, lr) through this kernel, on the optimizer's own state (m, v, t):
     the fast paths' optimizer step (pretraining; fine-tuning with layer-wise factors `lr_scales`)."""
 

@@ -1,6 +1,7 @@
 """The attention core, fast: the twin of ops/attention.py `attention_core_forward` / `attention_core_backward`.
 
-    S = q k^T (BLAS, batched: blas.bmm)  ->  P = softmax(S * s + bias), P' = dropout(P)  (one fused kernel)  ->  ctx = P' v (BLAS)
+    S = q k^T (BLAS, batched: blas.bmm)  ->  P = softmax(S * s + bias), P' = dropout(P)  (one fused kernel)
+    ->  ctx = P' v (BLAS)
     backward: dP' = dctx v^T, dv = P'^T dctx, dq = dS k, dk = dS^T q (BLAS), with the fused kernel
               dS = s * P * (dP - sum(dP * P)), dP = dP' * mask, recomputing P' = P * mask on the way.
 
@@ -9,25 +10,27 @@ are all padding gets an all-zero row, as in the reference. The dropout pattern (
 counter_rng uniforms) is never stored: both kernels compute it from the seed and each probability's
 position, and backward rewrites P' from P with it.
 
-The model (fast.py) uses this batched form only where fused_attention.py cannot run (NumPy's BLAS is not
-scipy-openblas, or ELECTRA_NP_FUSED_ATTENTION=0); that kernel does the same rows with the two row
+The fast encoder (fast/encoder.py) uses this batched form only where fused_attention.py cannot run (NumPy's
+BLAS is not scipy-openblas, or ELECTRA_NP_FUSED_ATTENTION=0); that kernel does the same rows with the row
 helpers below (`softmax_row`, `dropout_row`, `softmax_dropout_backward_row`), and the products inside it.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .blas import bmm
 from ...counter_rng import draw_seed
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, exp_, in_place, keep_factor, row_max
+from .blas import bmm
+from .checks import as_input, as_output, as_seed, in_place
+from .uniforms import keep_factor, keep_scale
+from .vecmath import FASTMATH, exp_, row_max
 
 
 @njit(inline="always", cache=True, fastmath=FASTMATH)
 def softmax_row(row):
     """row = softmax(row) in place, shifted by its maximum; a row of all -inf (every key padding)
-    becomes zeros, not NaN. One array read and written (see common.in_place for why)."""
+    becomes zeros, not NaN. One array read and written (see checks.in_place for why)."""
     Tk = row.shape[0]
-    m = row_max(row)  # 16 running maxima: one compare-select chain was 40% of this row's time
+    m = row_max(row)  # 16 running maxima: one compare-select chain does not vectorize (vecmath.row_max)
     if m == -np.inf:
         for j in range(Tk):
             row[j] = 0
@@ -64,7 +67,8 @@ def _softmax_dropout_forward(scores, bias, scale, seed, p, keep_scale, drop, pro
                 dropout_row(p_row, probs_d[b, h, i], seed, (bh * T + i) * Tk, p, keep_scale)
 
 
-def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None):
+def softmax_dropout_forward(scores: np.ndarray, bias: np.ndarray, scale: float, p: float, seed: int | None,
+                            probs: np.ndarray, probs_d: np.ndarray | None = None) -> None:
     """P = softmax(scores * scale + bias) (rows of all -inf give 0), P' = P * (u >= p) / (1 - p).
 
     Inputs:  scores (B, NH, T, T) (= q k^T); bias (B, T) additive key mask (0 / -inf); scale; p;
@@ -81,7 +85,8 @@ def softmax_dropout_forward(scores, bias, scale, p, seed, probs, probs_d=None):
         as_output("probs_d", probs_d, dt, scores.shape)
     else:
         probs_d = probs  # unread
-    _softmax_dropout_forward(scores, bias, dt.type(scale), as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, probs, probs_d)
+    _softmax_dropout_forward(scores, bias, dt.type(scale), as_seed(seed), np.float32(p), keep_scale(dt, p), drop, probs,
+                             probs_d)
 
 
 @njit(inline="always", cache=True, fastmath=FASTMATH)
@@ -116,7 +121,8 @@ def _softmax_dropout_backward(d, probs, seed, p, keep_scale, drop, scale, probs_
                                          drop, scale)
 
 
-def softmax_dropout_backward(dprobs_d, probs, seed, p, scale, dscores, probs_d=None):
+def softmax_dropout_backward(dprobs_d: np.ndarray, probs: np.ndarray, seed: int | None, p: float, scale: float,
+                             dscores: np.ndarray, probs_d: np.ndarray | None = None) -> None:
     """dS = scale * P * (dP - rowsum(dP * P)), dP = dP' * mask; also rewrites P' = P * mask into probs_d.
     seed, p: the forward's dropout (seed None: none), whose mask is computed again here.
     `scale` is folded in so that dq = dS k and dk = dS^T q need no further pass. dscores may be dprobs_d."""
@@ -129,12 +135,14 @@ def softmax_dropout_backward(dprobs_d, probs, seed, p, scale, dscores, probs_d=N
         as_output("probs_d", probs_d, dt, probs.shape)
     else:
         probs_d = np.empty((1, 1, 1, 1), dt)
-    _softmax_dropout_backward(dscores, probs, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, dt.type(scale), probs_d)
+    _softmax_dropout_backward(dscores, probs, as_seed(seed), np.float32(p), keep_scale(dt, p), drop, dt.type(scale),
+                              probs_d)
 
 
 # ----------------------------------------------------------------------------- the core, with its matmuls
 
-def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
+def attention_core_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray, p_drop: float,
+                           rng: np.random.Generator | None = None, buffers: dict | None = None) -> tuple:
     """The twin of ops.attention.attention_core_forward, with the key mask given as bias (B, T) of 0 / -inf
     (ops.attention.key_mask_bias(...)[:, 0, 0]). Draws the same dropout seed from rng.
 
@@ -152,7 +160,7 @@ def attention_core_forward(q, k, v, bias, p_drop, rng=None, buffers=None):
     return buf["ctx"], (q, k, v, buf, p_drop, seed)
 
 
-def attention_core_backward(dctx, cache):
+def attention_core_backward(dctx: np.ndarray, cache: tuple) -> tuple:
     """Returns: dq, dk, dv (B, NH, T, hs) (views of the buffers)."""
     q, k, v, buf, p_drop, seed = cache
     scale = 1.0 / np.sqrt(q.shape[-1])
@@ -164,7 +172,7 @@ def attention_core_backward(dctx, cache):
     return buf["dq"], buf["dk"], buf["dv"]
 
 
-def attention_buffers(B, NH, T, hs, dtype):
+def attention_buffers(B: int, NH: int, T: int, hs: int, dtype) -> dict:
     """Every array the core writes, allocated once and reused by every call with the same shapes."""
     sq, sv = (B, NH, T, T), (B, NH, T, hs)
     return {"scores": np.empty(sq, dtype), "probs": np.empty(sq, dtype), "probs_d": np.empty(sq, dtype),

@@ -1,14 +1,13 @@
 """Batched matrix products for the attention core, in BLAS.
 
 np.matmul on stacked (B, NH, T, hs) arrays calls one small gemm per (batch, head) pair from a single
-thread, with OpenBLAS's per-call threading on top: about 35 GFLOP/s here. OpenBLAS (0.3.30+) also exports
-`cblas_?gemm_batch_strided`, which runs a whole batch of equal-shape products and spreads it over its
-threads: one call per head, batched over B, reads the head views of the model's (B, T, 3H) buffers in
-place (about 160 GFLOP/s here, alone). It is used by default; ELECTRA_NP_BATCHED_BLAS=0 (read at import)
-makes `bmm` plain np.matmul: the same products either way. Measured in the small step (2 threads, SkylakeX
-kernel): attention products 0.196 s/step batched vs 0.269 with np.matmul, the step 1.67 vs 1.73 s.
-(An earlier measurement, under Numba's OpenMP layer and OpenBLAS's default idle spin, had the batched
-calls slowing every later BLAS call; with the workqueue layer and the short spin of threads.py they do not.)
+thread, with OpenBLAS's per-call threading on top: far below what BLAS reaches on large products.
+OpenBLAS (0.3.30+) also exports `cblas_?gemm_batch_strided`, which runs a whole batch of equal-shape
+products and spreads it over its threads: one call per head, batched over B, reads the head views of the
+model's (B, T, 3H) buffers in place, much faster (benchmarks/RESULTS.md, session 3). It is used
+by default; ELECTRA_NP_BATCHED_BLAS=0 (read at import) makes `bmm` plain np.matmul: the same products
+either way. (Under Numba's OpenMP layer and OpenBLAS's default idle spin the batched calls slowed every
+later BLAS call; with the workqueue layer and the short spin that fast/runtime.py sets they do not.)
 
 `gemm_pointers(dtype)` hands the single-matrix cblas_?gemm to Numba kernels as a function-pointer
 argument (kernels/fused_attention.py calls it per (batch, head) pair from its own threads, with OpenBLAS
@@ -28,7 +27,8 @@ import os
 
 import numpy as np
 
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+from .checks import NO_TRANS, ROW_MAJOR, blas_operand
+
 SMALL_MATRIX_LIMIT = 100 ** 3
 
 
@@ -88,37 +88,26 @@ def _load_single():
 _SINGLE = _load_single()
 
 
-def gemm_pointers(dtype):
+def gemm_pointers(dtype) -> tuple | None:
     """(gemm, set_num_threads_local) for dtype's cblas gemm, or None when this NumPy's BLAS lacks them."""
     return _SINGLE.get(np.dtype(dtype))
 
 
-def available(dtype):
+def available(dtype) -> bool:
     return np.dtype(dtype) in _GEMM
 
 
-def _operand(x):
-    """(trans flag, leading dimension) for a stacked matrix view whose last two strides make it BLAS-readable."""
-    item = x.itemsize
-    sr, sc = x.strides[-2], x.strides[-1]
-    if sc == item and sr % item == 0 and sr // item >= max(1, x.shape[-1]):
-        return NO_TRANS, sr // item
-    if sr == item and sc % item == 0 and sc // item >= max(1, x.shape[-2]):
-        return TRANS, sc // item
-    return None, None
-
-
-def uses_batched_blas(a, b, out):
+def uses_batched_blas(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """Whether bmm(a, b, out) takes the batched BLAS call (else np.matmul)."""
-    ta, _ = _operand(a)
-    tb, _ = _operand(b)
-    tc, _ = _operand(out)
+    ta, _ = blas_operand(a)
+    tb, _ = blas_operand(b)
+    tc, _ = blas_operand(out)
     return (out.dtype in _GEMM and a.dtype == b.dtype == out.dtype and ta is not None and tb is not None
             and tc == NO_TRANS and a.ndim == b.ndim == out.ndim == 4 and out.flags.writeable
             and a.shape[-2] * a.shape[-1] * b.shape[-1] > SMALL_MATRIX_LIMIT)
 
 
-def bmm(a, b, out, alpha=1.0):
+def bmm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """out[i, j] = alpha * a[i, j] @ b[i, j] for 4-D stacks (B, NH, m, k) @ (B, NH, k, n) -> (B, NH, m, n).
 
     Any view works: the batched BLAS call is used when every operand's last two axes are BLAS-readable and
@@ -130,7 +119,7 @@ def bmm(a, b, out, alpha=1.0):
             out *= out.dtype.type(alpha)
         return out
     f = _GEMM[out.dtype]
-    (ta, lda), (tb, ldb), (_, ldc) = _operand(a), _operand(b), _operand(out)
+    (ta, lda), (tb, ldb), (_, ldc) = blas_operand(a), blas_operand(b), blas_operand(out)
     B, NH, m, k = a.shape
     n = b.shape[-1]
     if b.shape != (B, NH, k, n) or out.shape != (B, NH, m, n):

@@ -13,8 +13,11 @@ discriminator share these tables, and the word table also receives the tied outp
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread
+from .checks import as_input, as_output, as_seed, float_dtype
 from .layernorm import normalize_row, normalize_row_backward
+from .rows import per_thread
+from .uniforms import keep_factor, keep_scale
+from .vecmath import FASTMATH
 
 COL_BLOCK = 16
 
@@ -36,7 +39,9 @@ def _embeddings_forward(ids, types, word, pos, typ, w, beta, eps, seed, p, keep_
             out[n, j] = y
 
 
-def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd, seed=None, p=0.0):
+def embeddings_forward(ids: np.ndarray, types: np.ndarray, word: np.ndarray, pos: np.ndarray, typ: np.ndarray,
+                       w: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
+                       seed: int | None = None, p: float = 0.0) -> None:
     """Inputs:  ids, types (B, T) int64; word (V, E), pos (P, E), typ (Y, E); w, beta (E,) LayerNorm; eps;
              seed: the dropout uniforms' counter_rng seed, or None (no dropout), p
     Outputs: out (B*T, E), xhat (B*T, E), rstd (B*T,); the dropout pattern is not stored (backward takes the seed)
@@ -51,8 +56,8 @@ def embeddings_forward(ids, types, word, pos, typ, w, beta, eps, out, xhat, rstd
     w, beta = as_input("w", w, dt, (E,)), as_input("beta", beta, dt, (E,))
     for name, a, shape in (("out", out, (B * T, E)), ("xhat", xhat, (B * T, E)), ("rstd", rstd, (B * T,))):
         as_output(name, a, dt, shape)
-    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), as_seed(seed), np.float32(p), _keep_scale(dt, p),
-                        seed is not None, out, xhat, rstd)
+    _embeddings_forward(ids, types, word, pos, typ, w, beta, dt.type(eps), as_seed(seed), np.float32(p),
+                        keep_scale(dt, p), seed is not None, out, xhat, rstd)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -91,8 +96,10 @@ def _embeddings_scatter(ds, ids, types, dword, dpos, dtyp):
                 dpos[t, j] += g
 
 
-def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, dbeta, ds, seed=None, p=0.0,
-                        partial=None):
+def embeddings_backward(dx: np.ndarray, ids: np.ndarray, types: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
+                        w: np.ndarray, dword: np.ndarray, dpos: np.ndarray, dtyp: np.ndarray, dw: np.ndarray,
+                        dbeta: np.ndarray, ds: np.ndarray, seed: int | None = None, p: float = 0.0,
+                        partial: np.ndarray | None = None) -> None:
     """Inputs:  dx (B*T, E); ids, types (B, T); xhat, rstd, w, seed, p: the forward's (seed None: no dropout)
     Outputs: dword (V, E), dpos (P, E), dtyp (Y, E) ADDED INTO; dw, dbeta (E,) overwritten; ds (B*T, E) scratch
     """
@@ -104,7 +111,7 @@ def embeddings_backward(dx, ids, types, xhat, rstd, w, dword, dpos, dtyp, dw, db
     for name, a in (("dword", dword), ("dpos", dpos), ("dtyp", dtyp)):
         as_output(name, a, dt, (a.shape[0], E))
     partial = per_thread(partial, (2, E), dt)
-    _embeddings_ln_backward(dx, xhat, rstd, as_input("w", w, dt, (E,)), as_seed(seed), np.float32(p), _keep_scale(dt, p),
+    _embeddings_ln_backward(dx, xhat, rstd, as_input("w", w, dt, (E,)), as_seed(seed), np.float32(p), keep_scale(dt, p),
                             seed is not None, ds, partial)
     sums = partial.sum(axis=0)
     as_output("dw", dw, dt, (E,))[...] = sums[0]

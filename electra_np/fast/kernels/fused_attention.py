@@ -10,13 +10,12 @@ around it.
                         dv = P'^T dctx, dq = dS k, dk = dS^T q (gemm);  the qkv bias gradient's
                         per-thread partial += the column sums of dq, dk, dv (optional)
 
-Why: the pair's S, P' and dS (T x T, 64 KB at T = 128) stay in the core's cache between the products
-and the softmax, and each BLAS call is one thread's own, so the two threads run independent pairs
-instead of splitting every small product. The wrapper sets OpenBLAS to one thread for the kernel's
-duration (openblas_set_num_threads_local, which despite its name sets the process-wide count and
-returns the previous one: set once around the kernel, since two threads restoring it would race).
-Measured here (2 threads, SkylakeX kernel, B = 32, NH = 4, T = 128, hs = 64): forward + backward
-12.1 ms against 16.5 with the batched calls around attention.py's kernels; small's step 1.69 -> 1.56 s.
+Why: the pair's S, P' and dS (T x T each) stay in the core's cache between the products and the
+softmax, and each BLAS call is one thread's own, so the threads run independent pairs instead of
+splitting every small product: faster than the batched calls around attention.py's kernels
+(benchmarks/RESULTS.md, session 4). The wrapper sets OpenBLAS to one thread for the kernel's duration
+(openblas_set_num_threads_local, which despite its name sets the process-wide count and returns the
+previous one: set once around the kernel, since two threads restoring it would race).
 The pairs go to num_chunks() fixed ranges, one scratch and one partial each, so the result never
 depends on scheduling. Each entry's arithmetic is attention.py's, row for row (the row helpers are
 shared), and the dropout pattern is the same counter_rng one at the same positions.
@@ -30,12 +29,14 @@ from numba import njit, prange
 
 from . import blas
 from .attention import dropout_row, softmax_dropout_backward_row, softmax_row
-from .blas import NO_TRANS, ROW_MAJOR, TRANS
-from .common import (FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, num_chunks, per_thread,
-                     unread)
+from .checks import (NO_TRANS, ROW_MAJOR, TRANS, as_blas_input, as_blas_output, as_input, as_output, as_seed,
+                     blas_readable, float_dtype, unread)
+from .rows import num_chunks, per_thread
+from .uniforms import keep_scale
+from .vecmath import FASTMATH
 
 
-def available(dtype):
+def available(dtype) -> bool:
     return blas.gemm_pointers(dtype) is not None
 
 
@@ -129,31 +130,7 @@ def _backward(gemm, dctx, q, k, v, probs, seed, p, keep_scale, drop, scale, dq, 
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _readable(x):
-    """Whether BLAS can read each x[b, h] in place as a row-major matrix (blas._operand's NO_TRANS case),
-    the pairs at non-negative whole-item offsets."""
-    return (x.ndim == 4 and blas._operand(x)[0] == NO_TRANS
-            and all(s >= 0 and s % x.itemsize == 0 for s in x.strides[:2]))
-
-
-def _operand(name, x, dt, shape):
-    if not isinstance(x, np.ndarray) or x.dtype != dt:
-        raise ValueError(f"{name} must be a {np.dtype(dt)} array, got {getattr(x, 'dtype', type(x).__name__)}")
-    if x.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {x.shape}, expected {tuple(shape)}")
-    return x if _readable(x) else np.ascontiguousarray(x)
-
-
-def _result(name, x, dt, shape):
-    if not isinstance(x, np.ndarray) or x.dtype != dt or x.shape != tuple(shape):
-        got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
-        raise ValueError(f"output {name} must be a {np.dtype(dt)} array of shape {tuple(shape)}, got {got}")
-    if not _readable(x) or not x.flags.writeable:
-        raise ValueError(f"output {name} must be a writeable view with unit stride along its last axis")
-    return x
-
-
-def scratch_shape(T, Tk=None):
+def scratch_shape(T: int, Tk: int | None = None) -> tuple:
     """The per-thread scratch the two kernels take: (num_chunks(), 2, T, Tk)."""
     return (num_chunks(), 2, T, T if Tk is None else Tk)
 
@@ -163,7 +140,9 @@ def _scratch(scratch, T, Tk, dt):
     return as_output("scratch", scratch, dt, scratch.shape)
 
 
-def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, qkv_bias=None):
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray, scale: float, p: float,
+                      seed: int | None, probs: np.ndarray | None, ctx: np.ndarray, scratch: np.ndarray | None = None,
+                      qkv_bias: np.ndarray | None = None) -> np.ndarray:
     """ctx = dropout(softmax(q k^T scale + bias)) v, keeping P in probs (the backward's input).
     probs=None keeps nothing (inference): each pair's P stays in the thread's scratch.
 
@@ -181,32 +160,35 @@ def attention_forward(q, k, v, bias, scale, p, seed, probs, ctx, scratch=None, q
     if has_bias:
         qkv_bias = as_input("qkv_bias", qkv_bias, dt, (3, NH, hs))
         for name, x in (("q", q), ("k", k), ("v", v)):
-            if not (isinstance(x, np.ndarray) and _readable(x) and x.flags.writeable):
+            if not (isinstance(x, np.ndarray) and blas_readable(x) and x.flags.writeable):
                 raise ValueError(f"with qkv_bias, {name} is updated in place and must be a writeable view "
                                  "with unit stride along its last axis")
     else:
         qkv_bias = unread(dt, 3)
-    q = _operand("q", q, dt, (B, NH, T, hs))
-    k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
+    q = as_blas_input("q", q, dt, (B, NH, T, hs))
+    k, v = as_blas_input("k", k, dt, (B, NH, Tk, hs)), as_blas_input("v", v, dt, (B, NH, Tk, hs))
     bias = as_input("bias", bias, dt, (B, Tk))
     keep = probs is not None
     if keep:
         as_output("probs", probs, dt, (B, NH, T, Tk))
     else:
         probs = unread(dt, 4)
-    _result("ctx", ctx, dt, (B, NH, T, hs))
+    as_blas_output("ctx", ctx, dt, (B, NH, T, hs))
     drop = seed is not None
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)  # each kernel thread's gemm calls run on that thread
     try:
         _forward(gemm, q, k, v, qkv_bias, has_bias, bias, dt.type(scale), as_seed(seed), np.float32(p),
-                 _keep_scale(dt, p), drop, keep, probs, ctx, scratch)
+                 keep_scale(dt, p), drop, keep, probs, ctx, scratch)
     finally:
         set_threads(prev)
     return ctx
 
 
-def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch=None, dbias=None, partial=None):
+def attention_backward(dctx: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float,
+                       p: float, seed: int | None, dq: np.ndarray, dk: np.ndarray, dv: np.ndarray,
+                       scratch: np.ndarray | None = None, dbias: np.ndarray | None = None,
+                       partial: np.ndarray | None = None) -> tuple:
     """dq, dk, dv of attention_forward's ctx, from dctx and the forward's probs, scale and dropout (the
     pattern computed again from seed). Outputs are views (the model's (N, 3H) gradient buffer).
     dbias (3, NH, hs), optional: written with the column sums of dq, dk, dv (the qkv bias gradient),
@@ -215,11 +197,11 @@ def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch
     gemm, set_threads = _pointers(q)
     B, NH, T, hs = q.shape
     Tk = k.shape[2]
-    dctx, q = _operand("dctx", dctx, dt, (B, NH, T, hs)), _operand("q", q, dt, (B, NH, T, hs))
-    k, v = _operand("k", k, dt, (B, NH, Tk, hs)), _operand("v", v, dt, (B, NH, Tk, hs))
+    dctx, q = as_blas_input("dctx", dctx, dt, (B, NH, T, hs)), as_blas_input("q", q, dt, (B, NH, T, hs))
+    k, v = as_blas_input("k", k, dt, (B, NH, Tk, hs)), as_blas_input("v", v, dt, (B, NH, Tk, hs))
     probs = as_input("probs", probs, dt, (B, NH, T, Tk))
-    dq = _result("dq", dq, dt, (B, NH, T, hs))
-    dk, dv = _result("dk", dk, dt, (B, NH, Tk, hs)), _result("dv", dv, dt, (B, NH, Tk, hs))
+    dq = as_blas_output("dq", dq, dt, (B, NH, T, hs))
+    dk, dv = as_blas_output("dk", dk, dt, (B, NH, Tk, hs)), as_blas_output("dv", dv, dt, (B, NH, Tk, hs))
     drop = seed is not None
     want_db = dbias is not None
     if want_db:
@@ -228,7 +210,7 @@ def attention_backward(dctx, q, k, v, probs, scale, p, seed, dq, dk, dv, scratch
     scratch = _scratch(scratch, T, Tk, dt)
     prev = set_threads(1)
     try:
-        _backward(gemm, dctx, q, k, v, probs, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop,
+        _backward(gemm, dctx, q, k, v, probs, as_seed(seed), np.float32(p), keep_scale(dt, p), drop,
                   dt.type(scale), dq, dk, dv, want_db, partial, scratch)
     finally:
         set_threads(prev)

@@ -7,13 +7,19 @@ Exact GELU: gelu(a) = a Phi(a), gelu'(a) = Phi(a) + a phi(a) (HF "gelu", ELECTRA
 Tanh GELU ("gelu_new"): 0.5 a (1 + t), t = tanh(c (a + 0.044715 a^3)).
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from .common import (FASTMATH, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF, TANH_COEF, as_input, as_output, erf_,
-                     exp_, float_dtype, in_place, per_thread, tanh_)
+from .checks import as_input, as_output, float_dtype, in_place
+from .rows import per_thread
+from .vecmath import FASTMATH, SQRT_HALF, erf_, exp_, tanh_
 
 EXACT, TANH = 0, 1
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+TANH_COEF = 0.044715
 ACT_CODES = {"gelu": EXACT, "gelu_new": TANH, "gelu_pytorch_tanh": TANH}
 
 
@@ -32,7 +38,7 @@ def _bias_gelu_forward(a, b, g, act):
                 g[i, j] = half * x * (dt(1.0) + tanh_(c * (x + k * x * x * x)))
 
 
-def bias_gelu_forward(a, b, g, act="gelu"):
+def bias_gelu_forward(a: np.ndarray, b: np.ndarray, g: np.ndarray, act: str = "gelu") -> None:
     """In place: a (N, C) += b (C,); writes g (N, C) = act(a)."""
     dt = float_dtype("a", a)
     as_output("a", a, dt, a.shape)
@@ -66,7 +72,8 @@ def _bias_gelu_backward(d, a, partial, act, g, want_g):
                 partial[ch, j] += v
 
 
-def bias_gelu_backward(dg, a, da, db=None, act="gelu", partial=None, g=None):
+def bias_gelu_backward(dg: np.ndarray, a: np.ndarray, da: np.ndarray, db: np.ndarray | None = None, act: str = "gelu",
+                       partial: np.ndarray | None = None, g: np.ndarray | None = None) -> np.ndarray:
     """da (N, C) = dg * act'(a) (da may be dg); db (C,) = da summed over rows when given; g (N, C) = act(a)
     rewritten when given (the forward's output, recomputed from the erf/tanh the derivative needs anyway,
     so that the model need not keep it)."""

@@ -16,8 +16,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import (FASTMATH, _keep_scale, as_input, as_output, as_seed, float_dtype, keep_factor, per_thread,
-                     unread)
+from .checks import as_input, as_output, as_seed, float_dtype, unread
+from .rows import per_thread
+from .uniforms import keep_factor, keep_scale
+from .vecmath import FASTMATH
+
 
 @njit(inline="always", cache=True, fastmath=FASTMATH)
 def normalize_row(xr, eps):
@@ -62,7 +65,8 @@ def normalize_row_backward(g_row, xr, w, r, pw, pb):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat, rstd):
+def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, keep_scale, drop, w, beta, eps, out, xhat,
+                                rstd):
     N, C = y.shape
     for i in prange(N):
         xr = xhat[i]
@@ -80,7 +84,9 @@ def _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, seed, p, ke
             out[i, j] = xr[j] * w[j] + beta[j]
 
 
-def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resid=None, seed=None, p=0.0):
+def residual_layernorm_forward(y: np.ndarray, w: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray,
+                               xhat: np.ndarray, rstd: np.ndarray, bias: np.ndarray | None = None,
+                               resid: np.ndarray | None = None, seed: int | None = None, p: float = 0.0) -> None:
     """Inputs:  y (N, C) the dense output before its bias; w, beta (C,) LayerNorm; bias (C,) or None;
              resid (N, C) or None; seed: the dropout uniforms' counter_rng seed, or None (no dropout), p
     Outputs: out (N, C), xhat (N, C), rstd (N,). The dropout pattern is not stored: backward takes the seed.
@@ -94,8 +100,8 @@ def residual_layernorm_forward(y, w, beta, eps, out, xhat, rstd, bias=None, resi
     has_bias, has_resid, drop = bias is not None, resid is not None, seed is not None
     bias = as_input("bias", bias, dt, (C,)) if has_bias else unread(dt, 1)
     resid = as_input("resid", resid, dt, (N, C)) if has_resid else unread(dt, 2)
-    _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, w, beta,
-                                dt.type(eps), out, xhat, rstd)
+    _residual_layernorm_forward(y, bias, has_bias, resid, has_resid, as_seed(seed), np.float32(p), keep_scale(dt, p),
+                                drop, w, beta, dt.type(eps), out, xhat, rstd)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -122,8 +128,10 @@ def _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, seed, p, keep
                 pd[j] += v
 
 
-def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, seed=None, p=0.0, dd=None, dbias=None,
-                                partial=None):
+def residual_layernorm_backward(dy_a: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, w: np.ndarray, ds: np.ndarray,
+                                dw: np.ndarray, dbeta: np.ndarray, dy_b: np.ndarray | None = None,
+                                seed: int | None = None, p: float = 0.0, dd: np.ndarray | None = None,
+                                dbias: np.ndarray | None = None, partial: np.ndarray | None = None) -> None:
     """Inputs:  dy_a (N, C) and optionally dy_b (N, C): upstream gradients to add (the residual merge);
              xhat, rstd, w: the forward's; seed, p: the forward's dropout (seed None: none)
     Outputs: ds (N, C) gradient of t (the residual stream, may be dy_a); dw, dbeta (C,);
@@ -141,8 +149,8 @@ def residual_layernorm_backward(dy_a, xhat, rstd, w, ds, dw, dbeta, dy_b=None, s
     dy_b = as_input("dy_b", dy_b, dt, (N, C)) if has_b else unread(dt, 2)
     dd = as_output("dd", dd, dt, (N, C)) if want_dd else unread(dt, 2)
     partial = per_thread(partial, (3, C), dt)
-    _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, as_seed(seed), np.float32(p), _keep_scale(dt, p), drop, ds, dd,
-                                 want_dd, partial)
+    _residual_layernorm_backward(dy_a, dy_b, has_b, xhat, rstd, w, as_seed(seed), np.float32(p), keep_scale(dt, p),
+                                 drop, ds, dd, want_dd, partial)
     sums = partial.sum(axis=0)  # (3, C), partials added in a fixed order
     dw[...], dbeta[...] = sums[0], sums[1]
     if dbias is not None:
@@ -157,11 +165,12 @@ def _layernorm_apply(xhat, w, beta, out):
             out[i, j] = xhat[i, j] * w[j] + beta[j]
 
 
-def layernorm_apply(xhat, w, beta, out):
+def layernorm_apply(xhat: np.ndarray, w: np.ndarray, beta: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out (N, C) = xhat * w + beta: a LayerNorm's output again from its saved normalized input, the
     forward's last line (the fast encoder keeps xhat and recomputes h in backward instead of keeping both)."""
     dt = float_dtype("xhat", xhat)
     N, C = xhat.shape
     xhat = as_input("xhat", xhat, dt)
-    _layernorm_apply(xhat, as_input("w", w, dt, (C,)), as_input("beta", beta, dt, (C,)), as_output("out", out, dt, (N, C)))
+    _layernorm_apply(xhat, as_input("w", w, dt, (C,)), as_input("beta", beta, dt, (C,)),
+                     as_output("out", out, dt, (N, C)))
     return out

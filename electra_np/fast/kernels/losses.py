@@ -4,7 +4,7 @@ Softmax cross-entropy over the gathered rows (M, V): forward stores only the per
 backward rewrites the logits buffer in place into dlogits = (exp(l - lse) - onehot) * dloss / M, so the
 (M, V) matrix exists once, and sums dlogits over rows on the way (the output bias gradient). Rows run in
 prange; the per-row losses are added in row order. The backward kernel reads and writes one array
-(common.in_place says why).
+(checks.in_place says why).
 Binary cross-entropy: B x T values, one sequential pass (too small to split).
 """
 
@@ -13,8 +13,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import FASTMATH, as_input, as_output, exp_, first_index, float_dtype, in_place, per_thread, row_max
-
+from .checks import as_input, as_output, float_dtype, in_place
+from .rows import per_thread
+from .vecmath import FASTMATH, exp_, first_index, row_max
 
 SUM_BLOCK = 512  # exp sums in the logits' dtype over blocks, then in float64: V is large
 
@@ -38,7 +39,8 @@ def _softmax_xent_forward(logits, labels, lse, row_loss, argmax):
         argmax[i] = am
 
 
-def softmax_xent_forward(logits, labels, lse, row_loss, argmax):
+def softmax_xent_forward(logits: np.ndarray, labels: np.ndarray, lse: np.ndarray, row_loss: np.ndarray,
+                         argmax: np.ndarray) -> np.ndarray:
     """loss = mean_m [logsumexp(logits_m) - logits_m[labels_m]] (0 when M = 0).
 
     Inputs:  logits (M, V), labels (M,) int64 in [0, V)
@@ -79,7 +81,8 @@ def _softmax_xent_backward(d, labels, lse, scale, partial, want_sum):
                     acc[j] += row[j]
 
 
-def softmax_xent_backward(dloss, logits, labels, lse, dlogits, dbias=None, partial=None):
+def softmax_xent_backward(dloss: float, logits: np.ndarray, labels: np.ndarray, lse: np.ndarray, dlogits: np.ndarray,
+                          dbias: np.ndarray | None = None, partial: np.ndarray | None = None) -> np.ndarray:
     """dlogits (M, V) = (softmax(logits) - onehot(labels)) * dloss / M, best in place (dlogits is logits;
     otherwise logits is copied into dlogits first). dbias (V,) = dlogits summed over rows, when given
     (per-thread partials, `partial` (threads, V) if given, added in a fixed order)."""
@@ -109,7 +112,7 @@ def _bce_forward(logits, labels, weights):
     return total, n
 
 
-def bce_forward(logits, labels, weights):
+def bce_forward(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple:
     """loss = sum(w * [log(1 + e^z) - y z]) / max(sum(w), 1).  logits (B, T); labels, weights (B, T) int64.
     Returns: loss (0-d array), n (the divisor, for backward)."""
     dt = float_dtype("logits", logits)
@@ -132,7 +135,8 @@ def _bce_backward(logits, labels, weights, scale, dlogits):
             dlogits[b, t] = (sig - labels[b, t]) * weights[b, t] * scale
 
 
-def bce_backward(dloss, logits, labels, weights, n, dlogits):
+def bce_backward(dloss: float, logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, n: float,
+                 dlogits: np.ndarray) -> np.ndarray:
     """dlogits (B, T) = w (sigmoid(z) - y) dloss / n."""
     dt = float_dtype("logits", logits)
     logits = as_input("logits", logits, dt)

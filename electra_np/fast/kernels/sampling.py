@@ -4,15 +4,17 @@
     u = counter_rng.uniforms(seed, logits.shape, logits.dtype), computed in the kernel
 
 One pass per row in prange (the reference makes five full-size temporaries). float32 computes its logs
-with the vectorizable Cephes log (common.log_), within 2 ulp of np.log, so a sample can differ from the
+with the vectorizable Cephes log (vecmath.log_), within 2 ulp of np.log, so a sample can differ from the
 reference's only where two candidates tie to within a few ulp; float64 uses libm's log.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .common import (FASTMATH, as_input, as_output, as_seed, first_index, float_dtype, log_, per_thread, row_max,
-                     uniform_like)
+from .checks import as_input, as_output, as_seed, float_dtype
+from .rows import per_thread
+from .uniforms import uniform_like
+from .vecmath import FASTMATH, first_index, log_, row_max
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -29,7 +31,8 @@ def _gumbel_argmax(logits, seed, inv_temp, eps, scratch, out):
             out[i] = first_index(g, row_max(g))
 
 
-def gumbel_argmax(logits, temperature, seed, eps, out, scratch=None):
+def gumbel_argmax(logits: np.ndarray, temperature: float, seed: int, eps: float, out: np.ndarray,
+                  scratch: np.ndarray | None = None) -> np.ndarray:
     """out (M,) int64 = argmax over V of logits / temperature + Gumbel noise, from the counter_rng
     uniforms of `seed` in the logits' dtype. eps: masking.GUMBEL_EPS. scratch (threads, V) of the logits'
     dtype holds a row's perturbed logits (made here when not given)."""
