@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from electra_np.train import checkpoint, loop as train
 from electra_np.cli import main as cli
+from electra_np.cli import tools
+from electra_np.train import checkpoint, run_dir
 
 SMALL = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
          "--num_attention_heads", "2", "--seq_len", "32", "--batch_size", "8", "--vocab_size", "300",
@@ -24,7 +25,8 @@ def synthetic_text(seed=0, documents=150):
     verbs = "reads writes returns holds sends finds opens closes checks builds".split()
     docs = []
     for _ in range(documents):
-        lines = [f"the {rng.choice(nouns)} {rng.choice(verbs)} a {rng.choice(nouns)}." for _ in range(rng.randint(3, 6))]
+        lines = [f"the {rng.choice(nouns)} {rng.choice(verbs)} a {rng.choice(nouns)}."
+                 for _ in range(rng.randint(3, 6))]
         docs.append("\n".join(lines))
     return "\n\n".join(docs) + "\n"
 
@@ -121,7 +123,7 @@ def test_gradcheck_passes(capsys):
 
 
 def test_gradcheck_fails_loudly_on_a_wrong_gradient(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "gradcheck_errors", lambda *a: ({"a": 1e-9, "b": 3e-3}, {"a": 1.0, "b": 1.0}))
+    monkeypatch.setattr(tools, "gradcheck_errors", lambda *a: ({"a": 1e-9, "b": 3e-3}, {"a": 1.0, "b": 1.0}))
     assert cli.main(["gradcheck"]) == 1
     assert "FAILED: 1 of 2 parameters above 1e-05: b" in capsys.readouterr().out
 
@@ -142,7 +144,7 @@ def test_build_vocab_prepare_and_pretrain_on_prepared_data(env, tmp_path, capsys
     out = tmp_path / "run"
     args = drop(SMALL, "--vocab_size", "--seq_len")  # both come from the prepared folder
     assert cli.main(["pretrain", "--data", str(data), "--out_dir", str(out), *args, "--steps", "2"]) == 0
-    meta = checkpoint.read_meta(out / train.CHECKPOINT_NAME)
+    meta = checkpoint.read_meta(out / run_dir.CHECKPOINT_NAME)
     assert meta["vocab"] == tokens and meta["training"]["seq_len"] == 32
 
 
@@ -154,15 +156,15 @@ def test_settings_from_a_json_file(env, tmp_path):
     args = drop(SMALL, "--hidden_size", "--num_attention_heads")
     assert cli.main(["pretrain", "--corpus", env["corpus"], "--out_dir", str(out), *args, "--config", str(config),
                      "--steps", "3"]) == 0  # the command line wins over the file
-    meta = checkpoint.read_meta(out / train.CHECKPOINT_NAME)
+    meta = checkpoint.read_meta(out / run_dir.CHECKPOINT_NAME)
     assert meta["model_config"]["hidden_size"] == 48 and meta["model_config"]["num_attention_heads"] == 3
     assert meta["pretraining_config"]["mask_prob"] == 0.2 and meta["training"]["lr"] == 1e-3
     assert meta["training"]["steps"] == 3
-    run_json = json.loads((out / train.RUN_NAME).read_text())
+    run_json = json.loads((out / run_dir.RUN_NAME).read_text())
     again = tmp_path / "again"  # a run.json is a valid --config
-    assert cli.main(["pretrain", "--config", str(out / train.RUN_NAME), "--out_dir", str(again),
+    assert cli.main(["pretrain", "--config", str(out / run_dir.RUN_NAME), "--out_dir", str(again),
                      "--stop_at", "1"]) == 0
-    assert checkpoint.read_meta(again / train.CHECKPOINT_NAME)["model_config"] == run_json["model_config"]
+    assert checkpoint.read_meta(again / run_dir.CHECKPOINT_NAME)["model_config"] == run_json["model_config"]
 
 
 def test_resume_without_options_takes_everything_from_the_checkpoint(env, tmp_path):
@@ -171,7 +173,7 @@ def test_resume_without_options_takes_everything_from_the_checkpoint(env, tmp_pa
     run = tmp_path / "run"
     shutil.copytree(env["run"], run)
     assert cli.main(["pretrain", "--out_dir", str(run), "--resume"]) == 0
-    assert checkpoint.read_meta(run / train.CHECKPOINT_NAME)["step"] == 4
+    assert checkpoint.read_meta(run / run_dir.CHECKPOINT_NAME)["step"] == 4
     assert (run / "discriminator" / "model.npz").is_file()
 
 
@@ -225,7 +227,7 @@ def test_damaged_checkpoint(env, tmp_path, capsys, damage):
 
     run = tmp_path / "run"
     shutil.copytree(env["run"], run)
-    path = run / train.CHECKPOINT_NAME
+    path = run / run_dir.CHECKPOINT_NAME
     data = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(data[:len(data) // 3])
@@ -246,7 +248,7 @@ def test_resume_with_a_different_config_names_the_fields(env, capsys):
 
 
 def test_resume_with_a_different_vocabulary(env, tmp_path, capsys):
-    tokens = checkpoint.read_meta(env["run"] / train.CHECKPOINT_NAME)["vocab"]
+    tokens = checkpoint.read_meta(env["run"] / run_dir.CHECKPOINT_NAME)["vocab"]
     other = tmp_path / "vocab.txt"
     other.write_text("\n".join(tokens[:-1] + ["zzzz"]) + "\n")
     err = fails(capsys, ["pretrain", "--out_dir", str(env["run"]), "--resume", "--vocab", str(other)],
@@ -268,8 +270,8 @@ def test_overwrite_replaces_the_run(env, tmp_path):
     shutil.copytree(env["run"], run)
     assert cli.main(["pretrain", "--corpus", env["corpus"], "--out_dir", str(run), *SMALL, "--steps", "1",
                      "--overwrite"]) == 0
-    assert checkpoint.read_meta(run / train.CHECKPOINT_NAME)["training"]["steps"] == 1
-    records = [json.loads(line) for line in (run / train.METRICS_NAME).read_text().splitlines()]
+    assert checkpoint.read_meta(run / run_dir.CHECKPOINT_NAME)["training"]["steps"] == 1
+    records = [json.loads(line) for line in (run / run_dir.METRICS_NAME).read_text().splitlines()]
     assert [(r["split"], r["step"]) for r in records] == [("train", 1), ("eval", 1)]  # the old run's are gone
 
 
@@ -303,10 +305,23 @@ def test_resume_on_changed_data_is_refused(env, tmp_path, capsys):
 
 
 def test_threads_reach_blas_and_numba_before_numpy_loads(capsys, monkeypatch):
-    for name in cli.THREAD_VARIABLES:
+    """main() calls fast.runtime.configure(--threads) first, before anything has imported NumPy."""
+    from electra_np.fast.runtime import THREAD_VARIABLES, THREADS_ENV
+
+    for name in (THREADS_ENV, *THREAD_VARIABLES):
         monkeypatch.setenv(name, "2")
-    code = ("import os, sys; from electra_np.cli import main as cli; cli._set_threads(['pretrain', '--threads', '1']); "
-            "print('numpy' in sys.modules, [os.environ[v] for v in cli.THREAD_VARIABLES])")
+    code = ("import os, sys\n"
+            "from electra_np.fast import runtime\n"
+            "seen, configure = [], runtime.configure\n"
+            "runtime.configure = lambda threads=None: (seen.append(('numpy' in sys.modules, threads))\n"
+            "                                          or configure(threads))\n"
+            "from electra_np.cli import main as cli\n"
+            "try:\n"
+            "    cli.main(['pretrain', '--threads', '1', '--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "import numba\n"
+            "print(seen, [os.environ[v] for v in runtime.THREAD_VARIABLES], numba.get_num_threads(), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "False ['1', '1', '1', '1', '1']", out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "[(False, 1)] ['1', '1', '1', '1'] 1", out.stderr
     fails(capsys, ["pretrain", "--threads", "0"], "--threads must be >= 1")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from electra_np.config import ElectraConfig
-from electra_np.train.finetune import FinetuneConfig, evaluate, finetune, layer_lr_scales
 from electra_np.params import encoder_shapes, init_params
+from electra_np.train.finetune import FinetuneConfig, evaluate, finetune, layer_lr_scales
 
 NAMES = ["electra.embeddings.word_embeddings.weight", "electra.embeddings.LayerNorm.bias",
          "electra.embeddings_project.weight", "electra.encoder.layer.0.attention.self.query.weight",

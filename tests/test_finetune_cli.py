@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from electra_np.config import ElectraConfig
 from electra_np.cli.finetune import FinetuneError, add_parsers
-from electra_np.params import discriminator_shapes, generator_shapes, init_params
+from electra_np.config import ElectraConfig
 from electra_np.data.tokenizer import Tokenizer
+from electra_np.params import discriminator_shapes, generator_shapes, init_params
 
 WORDS = ["good", "bad", "film", "the", "plot", "was", "very", "a", "actor", "dull", "fine", "and"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS

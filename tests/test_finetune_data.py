@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from electra_np.data.labelled import (batches, encode_examples, label_map, pad_batch, read_glue, read_tsv,
-                                      truncate_pair)
+from electra_np.data.labelled import batches, encode_examples, label_map, pad_batch, read_glue, read_tsv, truncate_pair
 from electra_np.data.tokenizer import Tokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film", "the", "is", ".", "##s"]
@@ -59,7 +58,8 @@ def test_batches_cover_everything_once(tok):
 ])
 def test_bad_tsv(tmp_path, text, kwargs, message):
     p = write(tmp_path, text)
-    args = {"text_column": "sentence" if "sentence" in text else 0, "label_column": "label" if "sentence" in text else 1}
+    header = "sentence" in text
+    args = {"text_column": "sentence" if header else 0, "label_column": "label" if header else 1}
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         read_tsv(p, **args)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from electra_np.train.metrics import (_ranks, accuracy, f1, matthews_corrcoef, median_over_seeds, pearson, spearman)
+from electra_np.train.metrics import _ranks, accuracy, f1, matthews_corrcoef, median_over_seeds, pearson, spearman
 
 
 def test_binary_metrics_by_hand():

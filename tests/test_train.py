@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra_np.train import checkpoint, loop as train
 from electra_np.cli import main as cli
 from electra_np.params import discriminator_shapes, generator_shapes
+from electra_np.train import checkpoint, loop, run_dir
 
 SMALL = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
          "--num_attention_heads", "2", "--seq_len", "32", "--batch_size", "8", "--vocab_size", "300",
@@ -58,13 +58,13 @@ def pretrain(env, out_dir, *extra):
 
 
 def metrics(out_dir, split="train"):
-    lines = (Path(out_dir) / train.METRICS_NAME).read_text().splitlines()
+    lines = (Path(out_dir) / run_dir.METRICS_NAME).read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 def crash_at(monkeypatch, call, exc=RuntimeError("simulated crash")):
     """Make the training step raise at its `call`-th call (1-based), as a killed process would stop."""
-    real = train.make_step
+    real = loop.make_step
 
     def make(setup, backend):
         step, calls = real(setup, backend), [0]
@@ -77,12 +77,12 @@ def crash_at(monkeypatch, call, exc=RuntimeError("simulated crash")):
 
         return wrapped
 
-    monkeypatch.setattr(train, "make_step", make)
+    monkeypatch.setattr(loop, "make_step", make)
 
 
 def nan_at(monkeypatch, call, term):
     """Make the training step report a NaN `term` (mlm_loss or disc_loss) at its `call`-th call."""
-    real = train.make_step
+    real = loop.make_step
 
     def make(setup, backend):
         step, calls = real(setup, backend), [0]
@@ -96,7 +96,7 @@ def nan_at(monkeypatch, call, term):
 
         return wrapped
 
-    monkeypatch.setattr(train, "make_step", make)
+    monkeypatch.setattr(loop, "make_step", make)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -107,12 +107,12 @@ def test_resume_is_bit_identical(env, tmp_path, monkeypatch):
 
     # session 1 stops at step 4 with a checkpoint; session 2 crashes in step 8 (last checkpoint: step 6)
     assert pretrain(env, split, "--steps", "10", "--save_every", "3", "--eval_every", "5", "--stop_at", "4") == 0
-    assert checkpoint.read_meta(split / train.CHECKPOINT_NAME)["step"] == 4
+    assert checkpoint.read_meta(split / run_dir.CHECKPOINT_NAME)["step"] == 4
     with monkeypatch.context() as mp:
         crash_at(mp, 4)  # the 4th step of this session is step 8
         with pytest.raises(RuntimeError, match="simulated crash"):
             cli.main(["pretrain", "--out_dir", str(split), "--resume"])
-    assert checkpoint.read_meta(split / train.CHECKPOINT_NAME)["step"] == 6
+    assert checkpoint.read_meta(split / run_dir.CHECKPOINT_NAME)["step"] == 6
     assert [r["step"] for r in metrics(split)] == [1, 2, 3, 4, 5, 6, 7]
     assert cli.main(["pretrain", "--out_dir", str(split), "--resume"]) == 0
 
@@ -122,8 +122,8 @@ def test_resume_is_bit_identical(env, tmp_path, monkeypatch):
         assert {k: ra[k] for k in LOSS_KEYS} == {k: rb[k] for k in LOSS_KEYS}, ra["step"]
     assert [{k: r[k] for k in LOSS_KEYS[:3]} for r in metrics(full, "eval")] == \
         [{k: r[k] for k in LOSS_KEYS[:3]} for r in metrics(split, "eval")]
-    arrays_a, meta_a = checkpoint.load(full / train.CHECKPOINT_NAME)
-    arrays_b, meta_b = checkpoint.load(split / train.CHECKPOINT_NAME)
+    arrays_a, meta_a = checkpoint.load(full / run_dir.CHECKPOINT_NAME)
+    arrays_b, meta_b = checkpoint.load(split / run_dir.CHECKPOINT_NAME)
     assert arrays_a.keys() == arrays_b.keys()
     assert all(np.array_equal(arrays_a[k], arrays_b[k]) for k in arrays_a)  # parameters and AdamW moments
     assert meta_a["rng_state"] == meta_b["rng_state"] and meta_a["sampler_state"] == meta_b["sampler_state"]
@@ -135,7 +135,7 @@ def test_resume_is_bit_identical(env, tmp_path, monkeypatch):
 def test_checkpoint_holds_the_whole_state(env, tmp_path):
     out = tmp_path / "run"
     assert pretrain(env, out, "--steps", "3", "--eval_every", "0") == 0
-    arrays, meta = checkpoint.load(out / train.CHECKPOINT_NAME)
+    arrays, meta = checkpoint.load(out / run_dir.CHECKPOINT_NAME)
     params = checkpoint.group(arrays, "params")
     assert set(checkpoint.group(arrays, "adam_m")) == set(checkpoint.group(arrays, "adam_v")) == set(params)
     assert meta["step"] == 3 and meta["optimizer"]["t"] == 3
@@ -236,8 +236,8 @@ def test_nan_stops_training_and_keeps_the_checkpoint(env, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert f"step 5: the {words}" in err and "training stopped" in err
     assert "last good checkpoint (step 3) is intact" in err and "Traceback" not in err
-    good, meta = checkpoint.load(out / train.CHECKPOINT_NAME)
-    expected, _ = checkpoint.load(ref / train.CHECKPOINT_NAME)
+    good, meta = checkpoint.load(out / run_dir.CHECKPOINT_NAME)
+    expected, _ = checkpoint.load(ref / run_dir.CHECKPOINT_NAME)
     assert meta["step"] == 3 and all(np.array_equal(good[k], expected[k]) for k in expected)
     assert not (out / "discriminator").exists()
 
@@ -261,8 +261,9 @@ def test_final_models_are_ready_for_finetuning(env, tmp_path, capsys):
     gen = ElectraConfig.from_dict(json.loads((out / "generator" / "config.json").read_text()))
     assert gen.hidden_size == 8  # generator_hidden_size 0.25 of H=32
     try:
-        from electra_np import hf
         import safetensors  # noqa: F401
+
+        from electra_np import hf
     except ImportError:
         return
     config, params, kind = hf.from_pretrained(out / "discriminator")
@@ -279,10 +280,12 @@ def test_mlm_objective_saves_only_the_generator(env, tmp_path, capsys):
 
 def test_learning_on_the_embedded_corpus(env, tmp_path):
     """The tiny preset (its objective defaults: mask_prob 0.25, temperature 3) on the stdlib-docstring corpus,
-    about 30 s on 2 cores: the loss falls and the discriminator beats the always-original baseline on held-out text."""
+    the longest test here (150 steps): the loss falls and the discriminator beats the always-original baseline on
+    held-out text."""
     out = tmp_path / "learn"
     rc = cli.main(["pretrain", "--out_dir", str(out), "--seq_len", "64", "--batch_size", "16", "--steps", "150",
-                   "--lr", "1e-3", "--backend", "numpy", "--log_every", "10", "--eval_every", "50", "--save_every", "0"])
+                   "--lr", "1e-3", "--backend", "numpy", "--log_every", "10", "--eval_every", "50",
+                   "--save_every", "0"])
     assert rc == 0
     first = metrics(out)[0]["loss"]  # the mean of the first 10 steps
     evals = metrics(out, "eval")

@@ -9,20 +9,20 @@ A fine-tuned folder holds model.npz (+ model.safetensors with the `hf` extra), c
 label names), vocab.txt, finetune.json (the recipe and the data columns) and history.jsonl.
 """
 
+import argparse
 import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_folder, atomic_write_text
 from ..config import ElectraConfig
-from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
 from ..data.labelled import encode_examples, label_map, read_tsv
 from ..data.tokenizer import Tokenizer
-from ..train.loop import replace_dir
+from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
 
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
@@ -32,7 +32,7 @@ class FinetuneError(ValueError):
     """A user error: printed as one line, exit code 2."""
 
 
-def model_folder(path):
+def model_folder(path) -> Path:
     """An electra_np pretraining run holds its discriminator in run/discriminator."""
     path = Path(path)
     if (path / "discriminator" / "config.json").is_file():
@@ -42,7 +42,7 @@ def model_folder(path):
     return path
 
 
-def load_model(path):
+def load_model(path) -> tuple[ElectraConfig, dict, dict]:
     """(config, params, config dict) from model.npz, or from Hugging Face weights via electra_np.hf."""
     folder = model_folder(path)
     d = json.loads((folder / "config.json").read_text())
@@ -66,7 +66,7 @@ def load_model(path):
     return config, params, d
 
 
-def load_tokenizer(folder, vocab=None, lowercase=None):
+def load_tokenizer(folder, vocab=None, lowercase: bool | None = None) -> Tokenizer:
     folder = model_folder(folder)
     path = Path(vocab) if vocab else folder / "vocab.txt"
     if not path.is_file():
@@ -77,54 +77,55 @@ def load_tokenizer(folder, vocab=None, lowercase=None):
     return Tokenizer.from_file(path, do_lower_case=lowercase)
 
 
-def read_examples(args, path):
+def read_examples(args: argparse.Namespace, path) -> list:
     if args.task:
         return read_glue_file(args.task, path)
     return read_tsv(path, args.text_column, args.label_column, args.text_b_column, header=not args.no_header)
 
 
-def read_glue_file(task, path):
+def read_glue_file(task: str, path) -> list:
     """SST-2: header sentence<TAB>label; CoLA: no header, columns source, label, mark, sentence."""
     if task == "sst2":
         return read_tsv(path, "sentence", "label")
     return read_tsv(path, 3, 1, header=False)
 
 
-def save_classifier(out_dir, config, params, tokenizer, labels, fc, history, columns):
-    """Atomic: a temp folder beside out_dir, then os.replace."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
-    try:
+def save_classifier(out_dir, config: ElectraConfig, params: dict, tokenizer: Tokenizer, labels: dict,
+                    fc: FinetuneConfig, history: list, columns: dict) -> None:
+    """out_dir: model.npz, config.json (with the label names), vocab.txt, tokenizer_config.json, finetune.json,
+    history.jsonl, and model.safetensors for the Hugging Face head; replaced in one atomic step."""
+    hf_head = "classifier.out_proj.weight" in params
+    head = "ElectraForSequenceClassification" if hf_head else "ElectraNpOfficialClassifier"
+    d = config.to_dict()
+    d.update(architectures=[head], id2label={str(i): label for label, i in labels.items()},
+             label2id=dict(labels), num_labels=len(labels))
+    with atomic_folder(out_dir) as tmp:
         np.savez(tmp / "model.npz", **params)
-        head = "ElectraForSequenceClassification" if "classifier.out_proj.weight" in params else "ElectraNpOfficialClassifier"
-        d = config.to_dict()
-        d.update(architectures=[head], id2label={str(i): l for l, i in labels.items()},
-                 label2id=dict(labels), num_labels=len(labels))
         (tmp / "config.json").write_text(json.dumps(d, indent=2) + "\n")
         tokenizer.save(tmp / "vocab.txt")
         (tmp / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": tokenizer.do_lower_case}) + "\n")
         (tmp / "finetune.json").write_text(json.dumps({"recipe": fc.__dict__, "columns": columns}, indent=2) + "\n")
         (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        if head == "ElectraForSequenceClassification":
-            try:
-                from .. import hf
-
-                hf.save_pretrained(tmp / "hf", config, params, "classifier", {"id2label": d["id2label"],
-                                                                             "label2id": d["label2id"]})
-                for f in (tmp / "hf").iterdir():
-                    if f.name not in ("config.json",):
-                        os.replace(f, tmp / f.name)
-                shutil.rmtree(tmp / "hf")
-            except ImportError:
-                pass
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if hf_head:
+            _save_hf_weights(tmp, config, params, d)
 
 
-def cmd_finetune(args, echo=print):
+def _save_hf_weights(folder, config, params, d):
+    """model.safetensors beside model.npz (the folder's own config.json stays), when electra_np.hf can."""
+    try:
+        from .. import hf
+
+        hf.save_pretrained(folder / "hf", config, params, "classifier", {"id2label": d["id2label"],
+                                                                        "label2id": d["label2id"]})
+    except ImportError:
+        return
+    for f in (folder / "hf").iterdir():
+        if f.name not in ("config.json",):
+            os.replace(f, folder / f.name)
+    shutil.rmtree(folder / "hf")
+
+
+def cmd_finetune(args: argparse.Namespace, echo=print) -> dict:
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FinetuneError(f"{out}: the output folder is not empty (pass --overwrite to replace it)")
@@ -165,7 +166,7 @@ def _classifier(args):
     if not f.is_file():
         raise FinetuneError(f"{folder}: not a fine-tuned classifier (no finetune.json)")
     config, params, d = load_model(folder)
-    labels = {l: int(i) for l, i in d["label2id"].items()}
+    labels = {label: int(i) for label, i in d["label2id"].items()}
     return config, params, labels, load_tokenizer(folder), json.loads(f.read_text())
 
 
@@ -179,16 +180,17 @@ def _examples(args, cols, labelled):
                     header=not args.no_header)
 
 
-def cmd_evaluate(args, echo=print):
+def cmd_evaluate(args: argparse.Namespace, echo=print) -> dict:
     config, params, labels, tokenizer, meta = _classifier(args)
     ex = _examples(args, meta["columns"], labelled=True)
-    enc, y = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings), labels)
+    T = min(meta["recipe"]["max_seq_length"], config.max_position_embeddings)
+    enc, y = encode_examples(ex, tokenizer, T, labels)
     scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id, args.backend)
     echo(" ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(ex)} examples)")
     return scores
 
 
-def cmd_predict(args, echo=print):
+def cmd_predict(args: argparse.Namespace, echo=print) -> np.ndarray:
     config, params, labels, tokenizer, meta = _classifier(args)
     ex = _examples(args, meta["columns"], labelled=False)
     enc, _ = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings))
@@ -201,9 +203,7 @@ def cmd_predict(args, echo=print):
     text = "\n".join(lines) + "\n"
     if args.output:
         out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        atomic_write_text(out, text)
         echo(f"wrote {len(ex)} predictions to {out}")
     else:
         sys.stdout.write(text)
@@ -215,14 +215,15 @@ def _column(s):
     return int(s) if s.isdigit() else s
 
 
-def add_parsers(sub):
+def add_parsers(sub) -> None:
     """Register the three commands on an argparse subparsers object."""
     def columns(p, labelled=True, training=False):
         same = "" if training else " (default: as in training)"
         p.add_argument("--task", choices=["sst2", "cola"], help="read GLUE SST-2 / CoLA files as they come" + same)
         p.add_argument("--text_column", default="sentence" if training else None, type=_column,
                        help="header name (or 0-based index with --no_header) of the text" + same)
-        p.add_argument("--text_b_column", default=None, type=_column, help="second text of a sentence pair, if any" + same)
+        p.add_argument("--text_b_column", default=None, type=_column,
+                       help="second text of a sentence pair, if any" + same)
         if labelled:
             p.add_argument("--label_column", default="label" if training else None, type=_column,
                            help="header name (or index) of the label" + same)
@@ -232,12 +233,13 @@ def add_parsers(sub):
                        help="fast: Numba kernels and reused buffers; numpy: the readable reference (same numbers)")
 
     p = sub.add_parser("finetune", help="fine-tune a discriminator for text classification")
-    p.add_argument("--model", required=True, help="an electra_np run folder or a discriminator folder (electra_np or Hugging Face)")
+    p.add_argument("--model", required=True,
+                   help="an electra_np run folder or a discriminator folder (electra_np or Hugging Face)")
     p.add_argument("--train", required=True, help="training TSV")
     p.add_argument("--dev", required=True, help="dev TSV, evaluated after every epoch; the best epoch is kept")
     p.add_argument("--out_dir", required=True, help="where the fine-tuned classifier goes")
     p.add_argument("--vocab", default=None, help="vocab.txt (default: the model folder's)")
-    p.add_argument("--lowercase", default=None, action=__import__("argparse").BooleanOptionalAction,
+    p.add_argument("--lowercase", default=None, action=argparse.BooleanOptionalAction,
                    help="lowercase text (default: as the model's tokenizer_config.json says)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (official: 1e-4; 3e-4 for Small)")
     p.add_argument("--layer_decay", type=float, default=0.8, help="layer-wise learning-rate decay")
@@ -248,9 +250,11 @@ def add_parsers(sub):
     p.add_argument("--head", choices=["official", "hf"], default="official",
                    help="official: [CLS] -> dropout -> linear; hf: ElectraClassificationHead")
     p.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (official: 0)")
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "f1", "mcc"], help="dev metric that picks the best epoch")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "f1", "mcc"],
+                   help="dev metric that picks the best epoch")
     p.add_argument("--seed", type=int, default=0, help="seed for the head, shuffling and dropout")
-    p.add_argument("--random_init", action="store_true", help="baseline: a randomly initialized encoder of the same shape")
+    p.add_argument("--random_init", action="store_true",
+                   help="baseline: a randomly initialized encoder of the same shape")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out_dir")
     columns(p, training=True)
     p.set_defaults(func=cmd_finetune)

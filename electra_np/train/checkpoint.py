@@ -32,7 +32,7 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, truncated, corrupted or of another format."""
 
 
-def save(path, arrays, meta):
+def save(path, arrays: dict, meta: dict) -> None:
     """Write a checkpoint atomically.
 
     Inputs: path: the .npz file; arrays: {"group/name": np.ndarray}; meta: a JSON-serializable dict
@@ -46,17 +46,17 @@ def save(path, arrays, meta):
     atomic_write(path, lambda f: np.savez(f, **{META_KEY: blob}, **arrays))
 
 
-def read_meta(path):
+def read_meta(path) -> dict:
     """Only the metadata (quick: the arrays are not read). Raises CheckpointError."""
     return _open(path, arrays=False)[1]
 
 
-def load(path):
+def load(path) -> tuple[dict, dict]:
     """Returns (arrays, meta): arrays {"group/name": np.ndarray}. Raises CheckpointError naming the file."""
     return _open(path, arrays=True)
 
 
-def group(arrays, name):
+def group(arrays: dict, name: str) -> dict:
     """The arrays of one group, keyed without the "name/" prefix."""
     prefix = f"{name}/"
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

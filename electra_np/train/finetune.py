@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..classification import init_classifier
+from ..config import ElectraConfig
 from ..data.labelled import batches
 from ..engine import BACKENDS, make_classifier, make_update
 from ..optim import AdamW, clip_by_global_norm, learning_rate
 from .metrics import METRICS
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -37,10 +39,10 @@ class FinetuneConfig:
     clip_norm: float = 1.0
     seed: int = 0
     metric: str = "accuracy"
-    backend: str = "fast"       # "fast": fast_classify.py (Numba kernels, reused buffers); "numpy": the reference
+    backend: str = "fast"       # engine.make_classifier: "fast" (Numba kernels, reused buffers) or "numpy"
     pad_to_multiple: int = 8    # batch length rounded up to this (pad positions are masked: same logits)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 < self.layerwise_lr_decay <= 1:
@@ -59,7 +61,7 @@ class FinetuneConfig:
             raise ValueError(f"pad_to_multiple must be a positive integer, got {self.pad_to_multiple!r}")
 
 
-def layer_depth(name, n_layers):
+def layer_depth(name: str, n_layers: int) -> int:
     """0 for the embeddings, i + 1 for encoder layer i, n_layers + 1 for the task head."""
     if name.startswith("electra.embeddings"):
         return 0
@@ -69,7 +71,7 @@ def layer_depth(name, n_layers):
     return n_layers + 1
 
 
-def layer_lr_scales(names, n_layers, decay, official_layer_decay=False):
+def layer_lr_scales(names, n_layers: int, decay: float, official_layer_decay: bool = False) -> dict[str, float]:
     """{name: learning-rate factor}: 1 for the head, decay ** (top - depth) below it, with top = n_layers + 1
     (n_layers + 2 with the official off-by-one)."""
     top = n_layers + 2 if official_layer_decay else n_layers + 1
@@ -77,7 +79,8 @@ def layer_lr_scales(names, n_layers, decay, official_layer_decay=False):
     return {k: 1.0 if d == n_layers + 1 else decay ** (top - d) for k, d in depths.items()}
 
 
-def predict_logits(params, config, encoded, batch_size, pad_id, backend="fast", classifier=None, pad_to_multiple=8):
+def predict_logits(params: dict, config: ElectraConfig, encoded, batch_size: int, pad_id: int, backend: str = "fast",
+                   classifier=None, pad_to_multiple: int = 8) -> np.ndarray:
     """Logits (N, C) for encoded examples, dropout off. classifier: a make_classifier object to reuse."""
     clf = classifier or make_classifier(config, backend)
     return np.concatenate([clf.logits(params, batch) for _, batch, _ in
@@ -85,7 +88,8 @@ def predict_logits(params, config, encoded, batch_size, pad_id, backend="fast", 
                                    max_len=config.max_position_embeddings)])
 
 
-def evaluate(params, config, encoded, y, batch_size, pad_id, backend="fast", classifier=None, pad_to_multiple=8):
+def evaluate(params: dict, config: ElectraConfig, encoded, y, batch_size: int, pad_id: int, backend: str = "fast",
+             classifier=None, pad_to_multiple: int = 8) -> tuple[dict, np.ndarray]:
     """Every metric on (encoded, y). Returns (metrics dict, logits)."""
     logits = predict_logits(params, config, encoded, batch_size, pad_id, backend, classifier, pad_to_multiple)
     if logits.shape[1] == 1:
@@ -96,7 +100,8 @@ def evaluate(params, config, encoded, y, batch_size, pad_id, backend="fast", cla
     return {name: METRICS[name](y, pred) for name in ("accuracy", "f1", "mcc")}, logits
 
 
-def finetune(encoder_params, config, num_labels, train, dev, fc, pad_id, log=print):
+def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train, dev, fc: FinetuneConfig, pad_id: int,
+             log=print) -> tuple[dict, list[dict]]:
     """Fine-tune a classifier from the "electra.*" tensors of `encoder_params` (a discriminator, or a fresh
     random init for a baseline).
 

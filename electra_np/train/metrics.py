@@ -17,12 +17,12 @@ def _labels(y_true, y_pred):
     return y_true, y_pred
 
 
-def accuracy(y_true, y_pred):
+def accuracy(y_true, y_pred) -> float:
     y_true, y_pred = _labels(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
 
 
-def f1(y_true, y_pred, positive=1):
+def f1(y_true, y_pred, positive=1) -> float:
     """Binary F1 of the positive class: 2 TP / (2 TP + FP + FN)."""
     y_true, y_pred = _labels(y_true, y_pred)
     tp = np.sum((y_pred == positive) & (y_true == positive))
@@ -31,7 +31,7 @@ def f1(y_true, y_pred, positive=1):
     return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
 
 
-def matthews_corrcoef(y_true, y_pred):
+def matthews_corrcoef(y_true, y_pred) -> float:
     """Multi-class Matthews correlation (Gorodkin 2004), from the confusion matrix C:
     (c s - sum_k p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2)), c = trace C, s = number of samples."""
     y_true, y_pred = _labels(y_true, y_pred)
@@ -44,7 +44,7 @@ def matthews_corrcoef(y_true, y_pred):
     return float((c * s - t_k @ p_k) / denom) if denom > 0 else 0.0
 
 
-def pearson(x, y):
+def pearson(x, y) -> float:
     x, y = (np.asarray(a, np.float64).reshape(-1) for a in _labels(x, y))
     xc, yc = x - x.mean(), y - y.mean()
     denom = np.sqrt((xc @ xc) * (yc @ yc))
@@ -64,7 +64,7 @@ def _ranks(a):
     return ranks
 
 
-def spearman(x, y):
+def spearman(x, y) -> float:
     x, y = _labels(x, y)
     return pearson(_ranks(x), _ranks(y))
 
@@ -72,7 +72,7 @@ def spearman(x, y):
 METRICS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef, "pearson": pearson, "spearman": spearman}
 
 
-def median_over_seeds(results):
+def median_over_seeds(results: list[dict]) -> dict:
     """The paper's protocol (Clark et al. 2020, Section 3.1): fine-tune with several seeds, report the median.
     results: list of {metric: value} dicts, one per seed. Returns {metric: median}."""
     if not results:

@@ -1,0 +1,29 @@
+"""What every command shares: the exit codes, the user-error exception, and the corpus options."""
+
+import argparse
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A bad command line or input: printed as one line, exit code 2."""
+
+
+CORPUS_HELP = ("text files to pretrain on (UTF-8, one sentence or paragraph per line, a blank line between documents; "
+               "a .tsv file or FILE:COLUMN reads one column). Default: the embedded corpus, the docstrings of "
+               "Python's standard library (about 2 MB of English)")
+
+
+def add_corpus_options(p, vocab_help: bool = True) -> None:
+    """--corpus, --vocab (unless vocab_help is False), --lowercase, --split_sentences."""
+    p.add_argument("--corpus", nargs="+", metavar="FILE", help=CORPUS_HELP)
+    if vocab_help:
+        p.add_argument("--vocab", metavar="FILE", help="a BERT vocab.txt (one token per line, with [PAD] [UNK] [CLS] "
+                                                       "[SEP] [MASK]); default: learned from the corpus and cached")
+    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
+                   help="lowercase and strip accents before WordPiece, as uncased BERT/ELECTRA (default: on)")
+    p.add_argument("--split_sentences", action=argparse.BooleanOptionalAction,
+                   help="split each line into sentences after . ! ? before packing (for one-paragraph-per-line "
+                        "text, whose long lines are otherwise cut to one example) (default: off)")
