@@ -15,8 +15,15 @@ Two head layouts (ops/classifier.py), told apart by their parameter names:
 import numpy as np
 
 from .model import encoder_backward, encoder_forward
-from .ops.classifier import (OFFICIAL_HEAD_DROPOUT, hf_head_backward, hf_head_forward, mse_backward, mse_forward,
-                             official_head_backward, official_head_forward)
+from .ops.classifier import (
+    OFFICIAL_HEAD_DROPOUT,
+    hf_head_backward,
+    hf_head_forward,
+    mse_backward,
+    mse_forward,
+    official_head_backward,
+    official_head_forward,
+)
 from .ops.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .params import WORD, check_params, encoder_shapes, init_params
 from .validate import check_batch

@@ -19,14 +19,21 @@ from .config import ElectraConfig, PretrainingConfig, generator_config
 from .masking import Corruption, check_corruption, corrupt, gumbel_sample
 from .ops.attention import key_mask_bias
 from .ops.embeddings import embeddings_backward, embeddings_forward
-from .ops.heads import (discriminator_head_backward, discriminator_head_forward, generator_head_backward,
-                        generator_head_forward)
+from .ops.heads import (
+    discriminator_head_backward,
+    discriminator_head_forward,
+    generator_head_backward,
+    generator_head_forward,
+)
 from .ops.layer import transformer_layer_backward, transformer_layer_forward
-from .ops.losses import (binary_cross_entropy_backward, binary_cross_entropy_forward,
-                         softmax_cross_entropy_backward, softmax_cross_entropy_forward)
+from .ops.losses import (
+    binary_cross_entropy_backward,
+    binary_cross_entropy_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
 from .params import SHARED_KEYS, WORD, check_params, generator_params, init_params, joint_shapes, sub
 from .validate import check_batch
-
 
 # ----------------------------------------------------------------------------- encoder
 

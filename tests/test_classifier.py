@@ -4,8 +4,13 @@ whole fine-tuning loss (encoder + head) at small odd shapes with padding."""
 import numpy as np
 import pytest
 
-from electra_np.classification import (classification_backward, classification_forward, classifier_shapes, head_of,
-                                       init_classifier)
+from electra_np.classification import (
+    classification_backward,
+    classification_forward,
+    classifier_shapes,
+    head_of,
+    init_classifier,
+)
 from electra_np.config import ElectraConfig
 from electra_np.gradcheck import check_function, check_op
 from electra_np.ops import classifier
@@ -105,7 +110,8 @@ def test_whole_classification_loss(head, num_labels):
     loss, metrics, cache = classification_forward(params, CONFIG, b, labels, train=False)
     grads = classification_backward(cache)
     assert set(grads) == set(params) and metrics["loss"] == float(loss)
-    f = lambda: float(classification_forward(params, CONFIG, b, labels, train=False)[0])
+    def f():
+        return float(classification_forward(params, CONFIG, b, labels, train=False)[0])
     errs = check_function(f, params, grads)
     for k in [k for k in errs if k.endswith("attention.self.key.bias")]:
         # softmax ignores the per-row shift q.b_k: the true gradient is exactly 0 and the relative error

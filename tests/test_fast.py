@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from _compare import assert_same_step
+
 from electra_np.config import ElectraConfig, PretrainingConfig
 from electra_np.engine import make_step
 from electra_np.fast import runtime

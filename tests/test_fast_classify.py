@@ -5,13 +5,13 @@ evicted; the whole fine-tuning loop equal on both backends; padding to a multipl
 
 import numpy as np
 import pytest
-
 from _compare import assert_same_step
+
 from electra_np.classification import init_classifier
 from electra_np.config import ElectraConfig
-from electra_np.train.finetune import FinetuneConfig, finetune, make_classifier
 from electra_np.data.labelled import pad_batch
 from electra_np.params import encoder_shapes, init_params
+from electra_np.train.finetune import FinetuneConfig, finetune, make_classifier
 
 CLS, SEP, PAD = 2, 3, 0
 

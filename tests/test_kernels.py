@@ -5,12 +5,26 @@ uniforms. Also run under NUMBA_DISABLE_JIT=1 in CI, so that the kernels' Python 
 import numpy as np
 import pytest
 
-from electra_np import optim
-from electra_np import counter_rng, masking
+from electra_np import counter_rng, masking, optim
 from electra_np.counter_rng import draw_seed
-from electra_np.fast.kernels import (adamw, attention, blas, checks, embeddings, fused_attention, gelu, layernorm,
-                                     losses, rows, sampling, uniforms, vecmath)
-from electra_np.ops import activations, dropout, layernorm as ln_ops, linear, losses as loss_ops
+from electra_np.fast.kernels import (
+    adamw,
+    attention,
+    blas,
+    checks,
+    embeddings,
+    fused_attention,
+    gelu,
+    layernorm,
+    losses,
+    rows,
+    sampling,
+    uniforms,
+    vecmath,
+)
+from electra_np.ops import activations, dropout, linear
+from electra_np.ops import layernorm as ln_ops
+from electra_np.ops import losses as loss_ops
 from electra_np.ops.attention import attention_core_backward, attention_core_forward, key_mask_bias
 from electra_np.ops.embeddings import embeddings_backward, embeddings_forward
 

@@ -6,8 +6,17 @@ import pytest
 from electra_np.config import ElectraConfig, PretrainingConfig
 from electra_np.gradcheck import check_electra, check_function
 from electra_np.masking import Corruption, choose_masked_positions, corrupt, positions_from_indices
-from electra_np.model import (Electra, discriminator_backward, discriminator_forward, electra_backward, electra_forward,
-                              encoder_backward, encoder_forward, generator_backward, generator_forward)
+from electra_np.model import (
+    Electra,
+    discriminator_backward,
+    discriminator_forward,
+    electra_backward,
+    electra_forward,
+    encoder_backward,
+    encoder_forward,
+    generator_backward,
+    generator_forward,
+)
 from electra_np.optim import AdamW
 from electra_np.params import SHARED_KEYS, WORD, generator_params, sub
 
@@ -257,7 +266,8 @@ def test_float32_matches_float64():
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("change, message", [
-    (lambda b: b.update(input_ids=np.where(b["input_ids"] == 9, 17, b["input_ids"]) if (b["input_ids"] == 9).any() else b["input_ids"] + 17), r"token id \d+, outside \[0, vocab_size=17\)"),
+    (lambda b: b.update(input_ids=np.where(b["input_ids"] == 9, 17, b["input_ids"]) if (b["input_ids"] == 9).any()
+                        else b["input_ids"] + 17), r"token id \d+, outside \[0, vocab_size=17\)"),
     (lambda b: b.update(input_ids=-b["input_ids"]), r"token id -\d+, outside"),
     (lambda b: b.update(input_ids=b["input_ids"].astype(float)), "input_ids must hold integers"),
     (lambda b: b.update(attention_mask=b["attention_mask"][:, :4]), r"attention_mask has shape \(2, 4\), expected"),

@@ -131,7 +131,8 @@ def padded_bias():
 
 def test_attention_core_with_padding_and_dropout():
     q, k, v = rand(B, NH, T, 2), rand(B, NH, T, 2), rand(B, NH, T, 2)
-    fwd = lambda q, k, v: attention.attention_core_forward(q, k, v, padded_bias(), 0.25, np.random.default_rng(4))
+    def fwd(q, k, v):
+        return attention.attention_core_forward(q, k, v, padded_bias(), 0.25, np.random.default_rng(4))
     errs = check_op(fwd, attention.attention_core_backward, {"q": q, "k": k, "v": v})
     assert_all_below(errs)
 

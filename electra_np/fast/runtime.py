@@ -31,8 +31,7 @@ Importing electra_np, or any module of it, changes nothing: only configure() doe
 Results depend on the thread count only through the per-thread partial sums of batch reductions
 (kernels/rows.py): the same count gives the same bits.
 
-benchmarks/RESULTS.md has what each setting is worth (the threading-layer table of session 2, the idle
-spin and the vector width in sessions 3 and 4).
+benchmarks/RESULTS.md ("Kept") has what each setting was worth when it went in.
 """
 
 import os

@@ -9,7 +9,7 @@ prange over elements; parameters, m and v are updated in place.
 Tensors under SERIAL_BELOW elements (biases, LayerNorm weights: most of ELECTRA-Small's tensors) take the
 same loop compiled without prange: a parallel launch on Numba's workqueue layer (which wakes a sleeping
 worker and then the caller) costs more than such a tensor's whole update, and OpenMP's spinning threads,
-which launch faster, fight OpenBLAS's (benchmarks/RESULTS.md, session 4). Same arithmetic either way (no
+which launch faster, fight OpenBLAS's (benchmarks/RESULTS.md, "Kept"). Same arithmetic either way (no
 reduction), so the same bits.
 """
 

@@ -4,7 +4,7 @@ np.matmul on stacked (B, NH, T, hs) arrays calls one small gemm per (batch, head
 thread, with OpenBLAS's per-call threading on top: far below what BLAS reaches on large products.
 OpenBLAS (0.3.30+) also exports `cblas_?gemm_batch_strided`, which runs a whole batch of equal-shape
 products and spreads it over its threads: one call per head, batched over B, reads the head views of the
-model's (B, T, 3H) buffers in place, much faster (benchmarks/RESULTS.md, session 3). It is used
+model's (B, T, 3H) buffers in place, much faster (benchmarks/RESULTS.md, "Kept"). It is used
 by default; ELECTRA_NP_BATCHED_BLAS=0 (read at import) makes `bmm` plain np.matmul: the same products
 either way. (Under Numba's OpenMP layer and OpenBLAS's default idle spin the batched calls slowed every
 later BLAS call; with the workqueue layer and the short spin that fast/runtime.py sets they do not.)
@@ -51,8 +51,8 @@ def _load():
             f = getattr(lib, name, None)
             if f is None:
                 continue
-            I, L, P = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
-            f.argtypes = [I, I, I, L, L, L, real, P, L, L, P, L, L, real, P, L, L, L]
+            Int, L, P = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p  # enums, sizes, pointers
+            f.argtypes = [Int, Int, Int, L, L, L, real, P, L, L, P, L, L, real, P, L, L, L]
             f.restype = None
             funcs[np.dtype(dtype)] = f
     return funcs
@@ -67,18 +67,18 @@ def _load_single():
     integers. Empty when absent or when ELECTRA_NP_FUSED_ATTENTION=0."""
     if os.environ.get("ELECTRA_NP_FUSED_ATTENTION", "1") == "0":
         return {}
-    I, L, P = ctypes.c_int, ctypes.c_int64, ctypes.c_ssize_t
+    Int, L, P = ctypes.c_int, ctypes.c_int64, ctypes.c_ssize_t
     for lib in _libraries():
         local = getattr(lib, "openblas_set_num_threads_local", None)
         if local is None:
             continue
-        local.argtypes, local.restype = [I], I
+        local.argtypes, local.restype = [Int], Int
         funcs = {}
         for dtype, name, real in ((np.float32, "scipy_cblas_sgemm64_", ctypes.c_float),
                                   (np.float64, "scipy_cblas_dgemm64_", ctypes.c_double)):
             f = getattr(lib, name, None)
             if f is not None:
-                f.argtypes, f.restype = [I, I, I, L, L, L, real, P, L, P, L, real, P, L], None
+                f.argtypes, f.restype = [Int, Int, Int, L, L, L, real, P, L, P, L, real, P, L], None
                 funcs[np.dtype(dtype)] = (f, local)
         if funcs:
             return funcs

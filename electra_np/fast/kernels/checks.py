@@ -39,7 +39,7 @@ def in_place(name: str, out: np.ndarray, src: np.ndarray) -> np.ndarray:
     Why kernels take one array to read and write, not an input and an output: given two, LLVM cannot
     know that they do not overlap, so it guards its vectorized loop with a runtime overlap check, and
     when they are the same buffer (the fast step's case) it runs the slower scalar fallback
-    (benchmarks/RESULTS.md, session 3)."""
+    (benchmarks/RESULTS.md, "Kept")."""
     if out.ctypes.data != src.ctypes.data:
         if np.shares_memory(out, src):
             raise ValueError(f"{name} overlaps its input without being the same buffer")

@@ -13,7 +13,7 @@ around it.
 Why: the pair's S, P' and dS (T x T each) stay in the core's cache between the products and the
 softmax, and each BLAS call is one thread's own, so the threads run independent pairs instead of
 splitting every small product: faster than the batched calls around attention.py's kernels
-(benchmarks/RESULTS.md, session 4). The wrapper sets OpenBLAS to one thread for the kernel's duration
+(benchmarks/RESULTS.md, "Kept"). The wrapper sets OpenBLAS to one thread for the kernel's duration
 (openblas_set_num_threads_local, which despite its name sets the process-wide count and returns the
 previous one: set once around the kernel, since two threads restoring it would race).
 The pairs go to num_chunks() fixed ranges, one scratch and one partial each, so the result never
@@ -29,8 +29,19 @@ from numba import njit, prange
 
 from . import blas
 from .attention import dropout_row, softmax_dropout_backward_row, softmax_row
-from .checks import (NO_TRANS, ROW_MAJOR, TRANS, as_blas_input, as_blas_output, as_input, as_output, as_seed,
-                     blas_readable, float_dtype, unread)
+from .checks import (
+    NO_TRANS,
+    ROW_MAJOR,
+    TRANS,
+    as_blas_input,
+    as_blas_output,
+    as_input,
+    as_output,
+    as_seed,
+    blas_readable,
+    float_dtype,
+    unread,
+)
 from .rows import num_chunks, per_thread
 from .uniforms import keep_scale
 from .vecmath import FASTMATH

@@ -144,7 +144,7 @@ def _tanh_overload(x):
 @njit(inline="always", cache=True, fastmath=FASTMATH)
 def row_max(row):
     """max(row) over MAX_LANES interleaved running maxima: one compare-select chain is serial, and LLVM
-    does not vectorize it (benchmarks/RESULTS.md, session 4)."""
+    does not vectorize it (benchmarks/RESULTS.md, "Kept")."""
     V = row.shape[0]
     acc = np.empty(MAX_LANES, row.dtype)
     for k in range(MAX_LANES):
