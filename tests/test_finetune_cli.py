@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from electra_np.cli.finetune import FinetuneError, add_parsers
+from electra_np.cli.main import main
 from electra_np.config import ElectraConfig
 from electra_np.data.tokenizer import Tokenizer
 from electra_np.params import discriminator_shapes, generator_shapes, init_params
@@ -60,7 +61,7 @@ def test_finetune_evaluate_predict(tmp_path):
     a = parse("predict", "--model", str(out), "--data", str(dev), "--output", str(pred_out))
     probs = a.func(a, echo=lambda s: None)
     lines = pred_out.read_text().splitlines()
-    assert lines[0] == "label\tp_neg\tp_pos" and len(lines) == 101
+    assert lines[0] == "text\tlabel\tp_neg\tp_pos" and len(lines) == 101
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
     # an unknown label at evaluation time names its line
     (tmp_path / "odd.tsv").write_text("sentence\tlabel\ngood film\tpos\nbad film\tmeh\n")
@@ -95,3 +96,68 @@ def test_refusals_write_nothing(tmp_path):
     a = parse("evaluate", "--model", str(model), "--data", str(train))
     with pytest.raises(FinetuneError, match="not a fine-tuned classifier"):
         a.func(a, echo=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A classifier fine-tuned through the command line on a GLUE SST-2-style file (--task sst2)."""
+    tmp = tmp_path_factory.mktemp("clf")
+    model = model_dir(tmp)
+    train, dev = tsv(tmp / "train.tsv", 400, 0), tsv(tmp / "dev.tsv", 60, 1)
+    out = tmp / "clf"
+    code = main(["finetune", "--model", str(model), "--task", "sst2", "--train", str(train), "--dev", str(dev),
+                 "--out_dir", str(out), "--epochs", "3", "--lr", "3e-3", "--batch_size", "16", "--layer_decay", "1.0"])
+    assert code == 0
+    return out, dev
+
+
+def predictions(text):
+    rows = [line.split("\t") for line in text.splitlines()]
+    return rows[0], rows[1:]
+
+
+def test_commands_exit_0_on_success_and_2_on_bad_input(classifier, tmp_path, capsys):
+    out, dev = classifier
+    assert main(["evaluate", "--model", str(out), "--data", str(dev)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["predict", "--model", str(out), "--data", str(dev), "--output", str(tmp_path / "p.tsv")]) == 0
+    assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "absent.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "absent.tsv" in err and "Traceback" not in err
+    assert main(["predict", "--model", str(dev.parent), "--data", str(dev)]) == 2  # not a classifier
+    assert "not a fine-tuned classifier" in capsys.readouterr().err
+
+
+def test_predict_reads_plain_text_stdin_and_text_only_tsv(classifier, tmp_path, capsys, monkeypatch):
+    out, _ = classifier
+    texts = ["the film was very good", "the plot was bad", "fine"]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")  # a blank line is no text
+    assert main(["predict", "--model", str(out), "--data", str(tmp_path / "texts.txt")]) == 0
+    header, rows = predictions(capsys.readouterr().out)
+    assert header == ["text", "label", "p_neg", "p_pos"] and [r[0] for r in rows] == texts
+    probs = np.array([[float(x) for x in r[2:]] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1, atol=3e-6)
+    assert [r[1] for r in rows] == [("neg", "pos")[int(p.argmax())] for p in probs]
+    assert rows[0][1] == "pos" and rows[1][1] == "neg"  # the words that decide the label in training
+
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
+    assert main(["predict", "--model", str(out), "--data", "-"]) == 0
+    assert predictions(capsys.readouterr().out)[1] == rows  # the same numbers from standard input
+
+    (tmp_path / "one_column.tsv").write_text("".join(t + "\n" for t in texts))  # no header, no label column
+    assert main(["predict", "--model", str(out), "--data", str(tmp_path / "one_column.tsv"), "--no_header",
+                 "--text_column", "0"]) == 0
+    assert predictions(capsys.readouterr().out)[1] == rows
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["predict", "--model", str(out), "--data", str(tmp_path / "empty.txt")]) == 2
+    assert "no text to label" in capsys.readouterr().err
+
+
+def test_help_shows_descriptions_and_defaults(capsys):
+    for command in ("finetune", "evaluate", "predict"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert "(default: " in text and len(text.split("options:")[0]) > 200, command  # a description above

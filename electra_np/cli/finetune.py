@@ -20,7 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_folder, atomic_write_text
 from ..config import ElectraConfig
-from ..data.labelled import encode_examples, label_map, read_tsv
+from ..data.labelled import Example, encode_examples, label_map, read_tsv
 from ..data.tokenizer import Tokenizer
 from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
 
@@ -170,19 +170,19 @@ def _classifier(args):
     return config, params, labels, load_tokenizer(folder), json.loads(f.read_text())
 
 
-def _examples(args, cols, labelled):
+def _examples(args, cols):
+    """The labelled examples to evaluate: the columns given on the command line, else those of training."""
     for k in ("text_column", "text_b_column", "label_column", "no_header", "task"):
         if getattr(args, k, None) in (None, False):
             setattr(args, k, cols[k])
     if args.task:
         return read_glue_file(args.task, args.data)
-    return read_tsv(args.data, args.text_column, args.label_column if labelled else None, args.text_b_column,
-                    header=not args.no_header)
+    return read_tsv(args.data, args.text_column, args.label_column, args.text_b_column, header=not args.no_header)
 
 
 def cmd_evaluate(args: argparse.Namespace, echo=print) -> dict:
     config, params, labels, tokenizer, meta = _classifier(args)
-    ex = _examples(args, meta["columns"], labelled=True)
+    ex = _examples(args, meta["columns"])
     T = min(meta["recipe"]["max_seq_length"], config.max_position_embeddings)
     enc, y = encode_examples(ex, tokenizer, T, labels)
     scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id, args.backend)
@@ -192,14 +192,17 @@ def cmd_evaluate(args: argparse.Namespace, echo=print) -> dict:
 
 def cmd_predict(args: argparse.Namespace, echo=print) -> np.ndarray:
     config, params, labels, tokenizer, meta = _classifier(args)
-    ex = _examples(args, meta["columns"], labelled=False)
+    ex = _texts(args, meta["columns"])
     enc, _ = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings))
     logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id, args.backend)
     names = sorted(labels, key=labels.get)
     z = logits - logits.max(1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    lines = ["label\t" + "\t".join(f"p_{n}" for n in names)]
-    lines += [names[p.argmax()] + "\t" + "\t".join(f"{q:.6f}" for q in p) for p in probs]
+    pair = any(e.text_b is not None for e in ex)
+    lines = ["text\t" + ("text_b\t" if pair else "") + "label\t" + "\t".join(f"p_{n}" for n in names)]
+    for e, p in zip(ex, probs):
+        text = e.text_a + ("\t" + (e.text_b or "") if pair else "")
+        lines.append(f"{text}\t{names[p.argmax()]}\t" + "\t".join(f"{q:.6f}" for q in p))
     text = "\n".join(lines) + "\n"
     if args.output:
         out = Path(args.output)
@@ -208,6 +211,37 @@ def cmd_predict(args: argparse.Namespace, echo=print) -> np.ndarray:
     else:
         sys.stdout.write(text)
     return probs
+
+
+def _texts(args: argparse.Namespace, cols: dict) -> list[Example]:
+    """The texts to label: stdin ("-") or a .txt file, one text per line; else a TSV read with the columns
+    given on the command line, or else those of training (its text columns only: no label is needed)."""
+    source = "standard input" if args.data == "-" else args.data
+    if args.data == "-" or (Path(args.data).suffix.lower() == ".txt" and args.text_column is None):
+        raw = sys.stdin.read() if args.data == "-" else _read_text(args.data)
+        texts = [line.strip() for line in raw.split("\n")]
+        ex = [Example(t, None, None, n) for n, t in enumerate(texts, 1) if t]
+    else:
+        if args.text_column is None and not args.no_header:  # no columns given: those of training
+            task = args.task or cols.get("task")
+            if task:  # a GLUE file: its text column, its header convention
+                args.text_column, args.no_header = ("sentence", False) if task == "sst2" else (3, True)
+            else:
+                args.text_column, args.text_b_column, args.no_header = (cols["text_column"], cols["text_b_column"],
+                                                                        cols["no_header"])
+        ex = read_tsv(args.data, args.text_column, None, args.text_b_column, header=not args.no_header)
+    if not ex:
+        raise FinetuneError(f"{source}: no text to label (one text per line, or a TSV with a text column)")
+    return ex
+
+
+def _read_text(path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FinetuneError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise FinetuneError(f"{path}: not UTF-8 (byte offset {e.start})") from None
 
 
 def _column(s):
@@ -232,7 +266,12 @@ def add_parsers(sub) -> None:
         p.add_argument("--backend", choices=["fast", "numpy"], default="fast",
                        help="fast: Numba kernels and reused buffers; numpy: the readable reference (same numbers)")
 
-    p = sub.add_parser("finetune", help="fine-tune a discriminator for text classification")
+    p = sub.add_parser("finetune", help="fine-tune a discriminator for text classification",
+                       description="Fine-tune a pretrained discriminator (an electra_np run or an ELECTRA folder, "
+                                   "ours or Hugging Face) for text classification with the official recipe: "
+                                   "layer-wise learning-rate decay, warmup then linear decay, dev evaluation after "
+                                   "every epoch with the best epoch kept.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
                    help="an electra_np run folder or a discriminator folder (electra_np or Hugging Face)")
     p.add_argument("--train", required=True, help="training TSV")
@@ -259,15 +298,23 @@ def add_parsers(sub) -> None:
     columns(p, training=True)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="score a fine-tuned classifier on a labelled TSV")
+    p = sub.add_parser("evaluate", help="score a fine-tuned classifier on a labelled TSV",
+                       description="Score a fine-tuned classifier on a labelled TSV: accuracy, F1 and MCC (Pearson, "
+                                   "Spearman and MSE for regression). Columns: as in training unless given.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="a folder written by `electra-np finetune`")
     p.add_argument("--data", required=True, help="labelled TSV (same columns as training unless given)")
     columns(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="labels and probabilities for a TSV of texts")
+    p = sub.add_parser("predict", help="labels and probabilities for texts",
+                       description="Label texts with a fine-tuned classifier. Input: a .txt file or standard input "
+                                   "(-) with one text per line, or a TSV (its text column(s): --text_column, "
+                                   "--text_b_column, --no_header; default: the columns of training). Output: a TSV "
+                                   "with the text, the predicted label and each label's probability.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="a folder written by `electra-np finetune`")
-    p.add_argument("--data", required=True, help="TSV of texts")
+    p.add_argument("--data", required=True, help="a .txt file (one text per line), a TSV, or - for standard input")
     p.add_argument("--output", default=None, help="output TSV (default: standard output)")
     columns(p, labelled=False)
     p.set_defaults(func=cmd_predict)

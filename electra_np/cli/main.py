@@ -36,8 +36,11 @@ def read_threads(argv: list[str]) -> int | None:
 def build_parser() -> argparse.ArgumentParser:
     from . import finetune, pretrain, tools  # here, not above: they import NumPy, which configure() precedes
 
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="electra-np", description="ELECTRA pretraining in NumPy with hand-written "
                                                                     "backward passes.")
+    parser.add_argument("--version", action="version", version=f"electra-np {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     pretrain.add_parser(sub)
     tools.add_parsers(sub)
