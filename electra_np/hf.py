@@ -7,6 +7,7 @@ the files:
 
     config, params, kind = from_pretrained("electra-small-discriminator")
     save_pretrained("out", config, params, kind)         # transformers.ElectraForPreTraining loads it
+    save_pretrained("out", config, params, kind, tokenizer=tok)  # + vocab.txt etc.: AutoTokenizer loads it too
     setup, joint = load_pretraining_pair("electra-small-discriminator", "electra-small-generator")
     save_pretraining_checkpoint("ckpt", setup, joint)    # ckpt/discriminator, ckpt/generator
 
@@ -30,6 +31,7 @@ from .config import ElectraConfig, PretrainingConfig
 from .hf_mapping import (
     ARCHITECTURE_KINDS,
     KINDS,
+    SPECIAL_TOKENS_MAP,
     check_kind_params,
     check_vocab,
     config_dict,
@@ -39,6 +41,7 @@ from .hf_mapping import (
     kind_shapes,
     num_labels,
     to_hf_names,
+    tokenizer_config,
 )
 from .model import Electra
 from .params import SHARED_KEYS, WORD, Params, check_params, discriminator_params, generator_params
@@ -49,6 +52,10 @@ SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_NAME = "pytorch_model.bin"
 NPZ_NAME = "model.npz"  # electra_np's own format (train/export.py), same names; read last, never written here
 WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, TORCH_NAME)  # stale copies are never carried over
+VOCAB_NAME = "vocab.txt"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
+TOKENIZER_FILES = (VOCAB_NAME, TOKENIZER_CONFIG_NAME, SPECIAL_TOKENS_MAP_NAME)  # what AutoTokenizer needs
 
 PathLike = str | os.PathLike  # a folder or file path
 
@@ -203,18 +210,56 @@ def _write_folder(folder: PathLike, config: ElectraConfig, params: Params, kind:
     st.save_file(tensors, os.path.join(folder, SAFETENSORS_NAME), metadata={"format": "pt"})
 
 
+def _json_text(d: dict) -> str:
+    return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _tokenizer_texts(tokenizer, model_max_length: int) -> dict[str, str]:
+    """{file name: text} of the tokenizer files; validated here, so that nothing is written when they are bad.
+    tokenizer: electra_np's data.tokenizer.Tokenizer, or anything with ids_to_tokens, do_lower_case and
+    strip_accents (None: follow do_lower_case)."""
+    tokens = list(tokenizer.ids_to_tokens)
+    bad = [t for t in tokens if not isinstance(t, str) or not t or "\n" in t or "\r" in t]
+    if bad:
+        raise ValueError(f"tokenizer: {len(bad)} tokens cannot be written one per line to vocab.txt, e.g. {bad[0]!r}")
+    missing = sorted(set(SPECIAL_TOKENS_MAP.values()) - set(tokens))
+    if missing:
+        raise ValueError(f"tokenizer: the vocabulary lacks the special tokens {', '.join(missing)}")
+    lower = tokenizer.do_lower_case
+    config = tokenizer_config(lower, getattr(tokenizer, "strip_accents", None), model_max_length)
+    return {VOCAB_NAME: "".join(t + "\n" for t in tokens), TOKENIZER_CONFIG_NAME: _json_text(config),
+            SPECIAL_TOKENS_MAP_NAME: _json_text(SPECIAL_TOKENS_MAP)}
+
+
+def write_tokenizer(folder: PathLike, tokenizer, model_max_length: int) -> None:
+    """vocab.txt, tokenizer_config.json and special_tokens_map.json into an existing folder: with them
+    transformers.AutoTokenizer.from_pretrained(folder) rebuilds the tokenizer (ElectraTokenizer) and gives
+    electra_np's ids. Plain writes: call it inside atomic.atomic_folder (save_pretrained does)."""
+    for name, text in _tokenizer_texts(tokenizer, model_max_length).items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+
+
 def save_pretrained(path: PathLike, config: ElectraConfig, params: Params, kind: str, extra_config: dict | None = None,
-                    vocab_size: int | Sized | None = None) -> None:
+                    vocab_size: int | Sized | None = None, tokenizer=None, keep_others: bool = True) -> None:
     """Write a checkpoint folder that transformers' `<architecture>.from_pretrained(path)` loads with no
     missing or unexpected keys. extra_config: more config.json entries (label names, say); it may not
-    override the architecture. vocab_size: an int or tokenizer the checkpoint must match.
+    override the architecture. vocab_size: an int or tokenizer the checkpoint must match. tokenizer: also
+    write its files (write_tokenizer; model_max_length = max_position_embeddings), so that the folder is
+    complete for AutoTokenizer too. keep_others: bring along the other files of an existing folder (a
+    tokenizer's); False replaces the folder with exactly the files written here.
     Validation happens first: nothing is written when it fails."""
     check_kind_params(config, params, kind)
     check_vocab(config, vocab_size, f"{KINDS[kind]} params")
     config_dict(config, kind, params, extra_config)
+    if tokenizer is not None:
+        check_vocab(config, len(tokenizer.ids_to_tokens), "tokenizer")
+        _tokenizer_texts(tokenizer, config.max_position_embeddings)
     _safetensors_numpy()
-    with atomic_folder(path, carry_over=_carry_over) as tmp:
+    with atomic_folder(path, carry_over=_carry_over if keep_others else None) as tmp:
         _write_folder(tmp, config, params, kind, extra_config)
+        if tokenizer is not None:
+            write_tokenizer(tmp, tokenizer, config.max_position_embeddings)
 
 
 # ----------------------------------------------------------------------------- pretraining pairs

@@ -14,6 +14,11 @@ model comes from config["architectures"] (else from the parameter names):
 The last one is ours (google-research/electra's one-layer head, classifier.weight/bias): transformers knows
 no such architecture, and AutoModel loads only its encoder from such a folder.
 
+The tokenizer is BERT's WordPiece, which transformers calls ElectraTokenizer (= BertTokenizer): vocab.txt plus
+tokenizer_config.json (lowercasing, accent stripping, the length limit, the special tokens) and
+special_tokens_map.json rebuild it (tokenizer_config below). transformers' WordPiece turns a word longer than
+100 characters into [UNK], electra_np's longer than 200 (google-research/bert): no other difference.
+
 Where the names differ: HF stores registered buffers (position_ids, token_type_ids) beside the parameters; a
 bare ElectraModel names its tensors without the "electra." prefix; ElectraForMaskedLM stores its output
 projection `generator_lm_head.weight`, tied to the word embeddings, which we keep only as the word embeddings.
@@ -41,6 +46,9 @@ TIED_KEY = "generator_lm_head.weight"  # HF ties it to the word embeddings; we s
 BUFFER_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")  # registered buffers, not parameters
 ENCODER_PREFIXES = ("embeddings.", "embeddings_project.", "encoder.")  # a bare ElectraModel's top-level names
 ENCODER_PREFIX = "electra."  # what a bare ElectraModel's names lack
+TOKENIZER_CLASS = "ElectraTokenizer"  # BertTokenizer under ELECTRA's name (transformers 4 and 5)
+SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                      "mask_token": "[MASK]"}  # BertTokenizer's defaults, which electra_np's vocabularies use
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -100,6 +108,15 @@ def config_dict(config: ElectraConfig, kind: str, params: Params, extra_config: 
         d.update(id2label=id2label, label2id=label2id)
         d.pop("num_labels", None)  # transformers derives it from id2label
     return d
+
+
+def tokenizer_config(do_lower_case: bool, strip_accents: bool | None, model_max_length: int) -> dict:
+    """tokenizer_config.json of the ElectraTokenizer that tokenizes as electra_np's data.tokenizer.Tokenizer:
+    the entries transformers' ElectraTokenizer.save_pretrained writes (its BertNormalizer's flags, the length
+    limit, the special tokens). strip_accents None follows do_lower_case, in both libraries."""
+    return {"tokenizer_class": TOKENIZER_CLASS, "do_lower_case": bool(do_lower_case),
+            "strip_accents": None if strip_accents is None else bool(strip_accents),
+            "tokenize_chinese_chars": True, "model_max_length": int(model_max_length), **SPECIAL_TOKENS_MAP}
 
 
 # ----------------------------------------------------------------------------- tensor names and shapes

@@ -34,9 +34,8 @@ def read_threads(argv: list[str]) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import finetune, pretrain, tools  # here, not above: they import NumPy, which configure() precedes
-
     from .. import __version__
+    from . import detect, export, finetune, plot, pretrain, tools  # here, not above: they import NumPy, which configure() precedes
 
     parser = argparse.ArgumentParser(prog="electra-np", description="ELECTRA pretraining in NumPy with hand-written "
                                                                     "backward passes.")
@@ -45,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_parser(sub)
     tools.add_parsers(sub)
     finetune.add_parsers(sub)
+    detect.add_parser(sub)
+    plot.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 
