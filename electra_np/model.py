@@ -129,11 +129,27 @@ class Electra:
 
 
 def disc_metrics(loss, disc_loss, disc_logits, labels, attention_mask):
-    """The step's discriminator metrics over real tokens (both backends report these)."""
+    """The step's discriminator metrics over real tokens (both backends report these): accuracy against the
+    always-original baseline, and how well it finds the replaced tokens whatever their share: precision and
+    recall of "replaced", and balanced accuracy, the mean of the two classes' recalls (0.5 for any constant
+    answer; scikit-learn's balanced_accuracy_score). A ratio with nothing to count is 0 (scikit-learn's
+    zero_division=0). Reads its inputs only: no loss, gradient or random draw depends on it.
+
+    Inputs:  disc_logits (B, T) (> 0: "replaced"); labels (B, T) (1: replaced); attention_mask (B, T)
+    Returns: dict of floats
+    """
     real = attention_mask != 0
+    predicted, replaced = (disc_logits > 0)[real], (labels != 0)[real]  # (N,) over real tokens
+    n_replaced, n_flagged = int(replaced.sum()), int(predicted.sum())
+    n_original, hits = replaced.size - n_replaced, int((predicted & replaced).sum())
+    recall = hits / n_replaced if n_replaced else 0.0
+    specificity = (n_original - (n_flagged - hits)) / n_original if n_original else 0.0
+    present = [r for r, n in ((recall, n_replaced), (specificity, n_original)) if n]
     return {"loss": float(loss), "disc_loss": float(disc_loss),
             "disc_acc": float(((disc_logits > 0) == (labels != 0))[real].mean()),
-            "replaced_frac": float(labels[real].mean()), "disc_baseline_acc": float(1 - labels[real].mean())}
+            "replaced_frac": float(labels[real].mean()), "disc_baseline_acc": float(1 - labels[real].mean()),
+            "disc_precision": hits / n_flagged if n_flagged else 0.0, "disc_recall": recall,
+            "disc_balanced_acc": sum(present) / len(present) if present else 0.0}
 
 
 def prepare_step(params, setup, batch, rng, corruption, shapes=None):

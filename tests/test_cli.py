@@ -99,7 +99,8 @@ def test_pretrain_help_names_the_issue_options(capsys):
     for option in ("--corpus", "--vocab", "--out_dir", "--steps", "--batch_size", "--seq_len", "--lr", "--warmup",
                    "--eval_every", "--save_every", "--log_every", "--seed", "--backend", "--threads", "--dtype",
                    "--resume", "--overwrite", "--lowercase", "--no-lowercase", "--config", "--hidden_size",
-                   "--mask_prob", "--disc_weight", "--generator_hidden_size", "--objective"):
+                   "--mask_prob", "--disc_weight", "--generator_hidden_size", "--objective", "--budget_minutes",
+                   "--snapshots"):
         assert option in text, option
 
 
@@ -325,3 +326,40 @@ def test_threads_reach_blas_and_numba_before_numpy_loads(capsys, monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stderr.strip().splitlines()[-1] == "[(False, 1)] ['1', '1', '1', '1'] 1", out.stderr
     fails(capsys, ["pretrain", "--threads", "0"], "--threads must be >= 1")
+
+
+# ----------------------------------------------------------------------------- budget and snapshots
+
+def test_steps_and_budget_exclude_each_other(env, tmp_path, capsys):
+    out = tmp_path / "o"
+    err = fails(capsys, ["pretrain", "--corpus", env["corpus"], "--out_dir", str(out), *SMALL, "--steps", "5",
+                         "--budget_minutes", "1"], "--steps and --budget_minutes exclude each other")
+    assert err.count("\n") == 1
+    config = tmp_path / "budget.json"
+    config.write_text(json.dumps({"budget_minutes": 2}))
+    fails(capsys, ["pretrain", "--corpus", env["corpus"], "--out_dir", str(out), *SMALL, "--config", str(config),
+                   "--steps", "5"], "exclude each other")
+    fails(capsys, ["pretrain", "--corpus", env["corpus"], "--out_dir", str(out), *SMALL, "--budget_minutes", "0"],
+          "budget_minutes must be a positive number")
+    fails(capsys, ["pretrain", "--corpus", env["corpus"], "--out_dir", str(out), *SMALL, "--snapshots", "0.5", "1"],
+          "snapshots must be fractions", "got 1.0")
+    assert not out.exists()
+    fails(capsys, ["pretrain", "--out_dir", str(env["run"]), "--resume", "--budget_minutes", "1"], "cannot resume",
+          "budget_minutes: checkpoint has None, this run 1.0", folder=env["run"])
+
+
+def test_a_budget_runs_record_as_config_measures_again(env, tmp_path, monkeypatch):
+    from electra_np.train import budget
+
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda *a: (0.5, 0.0))
+    first = tmp_path / "first"
+    assert cli.main(["pretrain", "--corpus", env["corpus"], "--out_dir", str(first), *SMALL, "--budget_minutes",
+                     "0.05", "--stop_at", "1"]) == 0
+    training = json.loads((first / run_dir.RUN_NAME).read_text())["training"]
+    assert (training["steps"], training["warmup"], training["budget_step_seconds"]) == (6, 0, 0.5)
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda *a: (0.1, 0.0))
+    again = tmp_path / "again"
+    assert cli.main(["pretrain", "--config", str(first / run_dir.RUN_NAME), "--out_dir", str(again),
+                     "--stop_at", "1"]) == 0
+    training = json.loads((again / run_dir.RUN_NAME).read_text())["training"]
+    assert (training["steps"], training["warmup"], training["budget_step_seconds"]) == (30, 3, 0.1)

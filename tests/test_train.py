@@ -5,6 +5,7 @@ pretrain` in-process; the learning test runs the tiny preset on the embedded cor
 """
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from electra_np.cli import main as cli
 from electra_np.params import discriminator_shapes, generator_shapes
-from electra_np.train import checkpoint, loop, run_dir
+from electra_np.train import budget, checkpoint, loop, run_dir
 
 SMALL = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
          "--num_attention_heads", "2", "--seq_len", "32", "--batch_size", "8", "--vocab_size", "300",
@@ -294,3 +295,113 @@ def test_learning_on_the_embedded_corpus(env, tmp_path):
     assert final["loss"] < 0.65 * first, (first, final)
     assert final["disc_acc"] > final["disc_baseline_acc"] + 0.05, final
     assert final["disc_loss"] < evals[0]["disc_loss"] and final["mlm_loss"] < 6.5
+
+
+# ----------------------------------------------------------------------------- a wall-clock budget
+
+def test_budget_sets_the_steps_and_resume_keeps_them(env, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda *a: (0.25, 2.0))
+    out = tmp_path / "budget"
+    assert pretrain(env, out, "--budget_minutes", "0.1", "--eval_every", "4", "--stop_at", "3") == 0
+    # a step 0.25 s + a 2 s evaluation every 4 steps = 0.75 s per step; 6 s / 0.75 s = 8 steps
+    training = json.loads((out / run_dir.RUN_NAME).read_text())["training"]
+    assert (training["steps"], training["budget_step_seconds"], training["warmup"]) == (8, 0.75, 0)
+    log = (out / run_dir.LOG_NAME).read_text()
+    assert "budget 0.1 min: 0.750 s/step measured -> 8 steps" in log
+    assert "linear decay to 0 at step 8, set by a 0.1 min budget at 0.750 s/step" in log
+
+    def measure(*a):
+        raise AssertionError("a resumed run measured again")
+
+    monkeypatch.setattr(budget, "measure_step_seconds", measure)
+    assert cli.main(["pretrain", "--out_dir", str(out), "--resume"]) == 0
+    assert checkpoint.read_meta(out / run_dir.CHECKPOINT_NAME)["step"] == 8
+    assert [r["step"] for r in metrics(out, "eval")] == [4, 8]
+
+
+def test_measuring_the_step_time_leaves_the_run_as_it_was(env, tmp_path):
+    """A real measurement on the small model; a run given the steps it found computes the same losses and
+    parameters."""
+    timed, counted = tmp_path / "timed", tmp_path / "counted"
+    assert pretrain(env, timed, "--budget_minutes", "0.02", "--eval_every", "0", "--save_every", "0") == 0
+    training = json.loads((timed / run_dir.RUN_NAME).read_text())["training"]
+    steps = training["steps"]
+    assert steps == max(1, math.floor(0.02 * 60 / training["budget_step_seconds"])) and steps > 1
+    assert training["warmup"] == steps // 10
+    assert pretrain(env, counted, "--steps", str(steps), "--eval_every", "0", "--save_every", "0") == 0
+    a, b = metrics(timed), metrics(counted)
+    assert len(a) == len(b) == steps
+    assert [{k: r[k] for k in LOSS_KEYS} for r in a] == [{k: r[k] for k in LOSS_KEYS} for r in b]
+    arrays_a, _ = checkpoint.load(timed / run_dir.CHECKPOINT_NAME)
+    arrays_b, _ = checkpoint.load(counted / run_dir.CHECKPOINT_NAME)
+    assert all(np.array_equal(arrays_a[k], arrays_b[k]) for k in arrays_b)
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+def test_snapshot_steps_round_half_up():
+    from electra_np.train.snapshots import snapshot_steps
+
+    assert snapshot_steps((0.5,), 5) == {3: (0.5,)}  # 2.5 -> 3 (Python's round would give 2)
+    assert snapshot_steps((0.01, 0.25, 0.3, 0.5), 8) == {1: (0.01,), 2: (0.25, 0.3), 4: (0.5,)}
+    assert snapshot_steps((), 100) == {}
+
+
+def snapshot_of(out, step):
+    folder = out / "snapshots" / f"step-{step}"
+    return folder, json.loads((folder / "snapshot.json").read_text())
+
+
+def test_snapshots_are_the_models_at_their_steps(env, tmp_path):
+    from electra_np.cli.finetune import load_model
+
+    out, ref = tmp_path / "snap", tmp_path / "ref"
+    assert pretrain(env, out, "--steps", "8", "--snapshots", "0.25", "0.5", "--eval_every", "4") == 0
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-2", "step-4"]
+    assert pretrain(env, ref, "--steps", "8", "--stop_at", "2", "--eval_every", "4") == 0  # the same run, no snapshots
+    params = checkpoint.group(checkpoint.load(ref / run_dir.CHECKPOINT_NAME)[0], "params")
+    folder, info = snapshot_of(out, 2)
+    config, weights, _ = load_model(folder / "discriminator")
+    assert config.hidden_size == 32 and weights.keys() == {k[14:] for k in params if k.startswith("discriminator.")}
+    assert all(np.array_equal(weights[k], params["discriminator." + k]) for k in weights)
+    with np.load(folder / "generator" / "model.npz") as z:
+        assert all(np.array_equal(z[k], params.get("generator." + k, params.get("discriminator." + k)))
+                   for k in z.files)
+    assert (info["step"], info["fraction"], info["fractions"], info["steps"], info["eval"]) == (2, 0.25, [0.25], 8, None)
+    assert info["elapsed_s"] > 0 and info["models"] == {"discriminator": "discriminator", "generator": "generator"}
+    _, info = snapshot_of(out, 4)
+    record = metrics(out, "eval")[0]
+    assert record["step"] == 4 and {k: info["eval"][k] for k in record if k not in ("split", "step", "warnings")} == \
+        {k: v for k, v in record.items() if k not in ("split", "step", "warnings")}
+
+    assert cli.main(["pretrain", "--out_dir", str(ref), "--resume"]) == 0  # the final export is unchanged
+    for kind in ("discriminator", "generator"):
+        with np.load(out / kind / "model.npz") as za, np.load(ref / kind / "model.npz") as zb:
+            assert za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
+    assert not (ref / "snapshots").exists()
+
+
+def test_snapshots_survive_a_resume(env, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    args = ("--steps", "8", "--snapshots", "0.25", "0.3", "0.5", "0.6", "--eval_every", "0", "--save_every", "3")
+    # snapshots at steps 2 (0.25 and 0.3 * 8 = 2.4), 4 and 5 (0.6 * 8 = 4.8); session 1 writes all three and crashes
+    # in step 6, its last checkpoint at step 3
+    with monkeypatch.context() as mp:
+        crash_at(mp, 6)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            pretrain(env, out, *args)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-2", "step-4", "step-5"]
+    assert snapshot_of(out, 2)[1]["fractions"] == [0.25, 0.3] and snapshot_of(out, 5)[1]["fraction"] == 0.6
+    written = {p: p.read_bytes() for p in (out / "snapshots").rglob("*") if p.is_file()}
+    assert cli.main(["pretrain", "--out_dir", str(out), "--resume"]) == 0  # passes steps 4 and 5 again
+    assert {p: p.read_bytes() for p in (out / "snapshots").rglob("*") if p.is_file()} == written  # not rewritten
+    log = (out / run_dir.LOG_NAME).read_text()
+    assert log.count("snapshot at step 4 (50% of 8)") == 1 and log.count("snapshot at step 5 (60% of 8)") == 1
+
+    stopped = tmp_path / "stopped"  # --stop_at 3, then --resume: the same snapshots, the same models
+    assert pretrain(env, stopped, *args, "--stop_at", "3") == 0
+    assert sorted(p.name for p in (stopped / "snapshots").iterdir()) == ["step-2"]
+    assert cli.main(["pretrain", "--out_dir", str(stopped), "--resume"]) == 0
+    models = {p.relative_to(out): p.read_bytes() for p in (out / "snapshots").rglob("model.npz")}
+    assert len(models) == 6
+    assert {p.relative_to(stopped): p.read_bytes() for p in (stopped / "snapshots").rglob("model.npz")} == models

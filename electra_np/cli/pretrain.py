@@ -4,6 +4,7 @@ a training run (train.loop.train).
     electra-np pretrain                     # the tiny preset on the embedded corpus
     electra-np pretrain --corpus my.txt --preset small --steps 100000 --out_dir runs/small
     electra-np pretrain --out_dir runs/small --resume
+    electra-np pretrain --preset small --budget_minutes 60 --snapshots 0.25 0.5 --out_dir runs/small-1h
 
 Settings come, lowest priority first, from: the defaults (and the --preset's model size), the
 checkpoint when resuming, a --config JSON file, the command line. Bad input is reported in one
@@ -21,7 +22,7 @@ from ..data.dataset import VOCAB_NAME as DATA_VOCAB
 from ..data.dataset import load_meta
 from ..data.tokenizer import Tokenizer, vocab_sha256
 from ..train import checkpoint
-from ..train.config import TrainConfig, defaults
+from ..train.config import OFFICIAL_WARMUP, TrainConfig, defaults
 from ..train.loop import train
 from ..train.report import format_summary
 from ..train.run_dir import CHECKPOINT_NAME, check_out_dir
@@ -122,6 +123,14 @@ def _run_options(g):
 def _training_options(g):
     d = TRAIN_DEFAULTS
     g.add_argument("--steps", type=int, help=f"optimizer steps (default: {d['steps']})")
+    g.add_argument("--budget_minutes", type=float, metavar="M",
+                   help="instead of --steps: as many steps as fit in M minutes of wall clock, from a step time "
+                        "(evaluations' share included) measured before the run starts without changing its numbers; "
+                        "recorded in run.json and kept on --resume")
+    g.add_argument("--snapshots", type=float, nargs="+", metavar="F",
+                   help="also save the models for fine-tuning when the run reaches these fractions of its steps "
+                        "(e.g. 0.25 0.5), in OUT_DIR/snapshots/step-K/discriminator and .../generator, as the final "
+                        "export, with a snapshot.json (default: none)")
     g.add_argument("--batch_size", type=int, help=f"sequences per step (default: {d['batch_size']})")
     g.add_argument("--seq_len", type=int, help=f"tokens per sequence (default: {d['seq_len']})")
     g.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4 for tiny and small, 2e-4 for base, "
@@ -177,6 +186,12 @@ def load_config_file(path) -> dict:
     if not isinstance(d, dict):
         raise CliError(f"--config {path}: expected a JSON object of option names and values")
     flat = _flatten_saved(d)
+    if "training" in d and flat.get("budget_minutes") is not None:  # a run record of a budget run: its steps
+        # (and the warmup derived from them) were measured on another run; this run measures its own
+        if flat.get("warmup") == min(OFFICIAL_WARMUP, (flat.get("steps") or 0) // 10):
+            flat.pop("warmup")
+        for k in ("steps", "budget_step_seconds"):
+            flat.pop(k, None)
     known = {f.name for f in MODEL_FIELDS} | {f.name for f in PRETRAIN_FIELDS} | set(TRAIN_DEFAULTS) | \
         set(DATA_KEYS) | set(RUN_KEYS)
     unknown = sorted(set(flat) - known)
@@ -222,6 +237,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if resume and overwrite:
         raise CliError("--resume and --overwrite exclude each other")
     settings, explicit, out_dir, meta = _run_settings(given, resume, overwrite)
+    _budget_settings(settings, explicit, resume)
     data_meta = _prepared_meta(settings, explicit)
     tokenizer, sources = _vocabulary(settings, explicit, meta, data_meta)
     model_config, pretraining, tc = build_configs(settings, tokenizer, explicit)
@@ -248,6 +264,18 @@ def _run_settings(given, resume, overwrite):
         settings, explicit = resolve_settings(given, saved)
     settings["out_dir"] = str(out_dir)
     return settings, explicit, out_dir, meta
+
+
+def _budget_settings(settings, explicit, resume):
+    """--budget_minutes: a fresh run leaves steps to be measured (train.budget); a resumed one keeps the steps its
+    checkpoint recorded. With --steps too it is refused."""
+    if settings.get("budget_minutes") is None:
+        return
+    if "steps" in explicit and "budget_minutes" in explicit:
+        raise CliError("--steps and --budget_minutes exclude each other: give the number of steps or the minutes "
+                       "the run may take, not both")
+    if not resume:
+        settings["steps"] = settings["budget_step_seconds"] = None
 
 
 def _prepared_meta(settings, explicit):

@@ -4,10 +4,13 @@
     run_dir.py     the run folder: its file names, the checks before a run starts
     state.py       what a checkpoint holds (parameters, AdamW, random streams, data position): exact resume
     checkpoint.py  the checkpoint file: one .npz, written atomically, read with every check
-    loop.py        train(): load, step, clip, update, log, evaluate, save
+    loop.py        train(): load, step, clip, update, log, evaluate, snapshot, save
+    budget.py      the steps that fit a wall-clock budget, from a step time measured on throwaway copies
     held_out.py    held-out metrics and the demo sentence
+    diagnostics.py is it paying off: replaced-token detection, unigram entropy, collapse check, warnings
     report.py      console lines, log.txt, metrics.jsonl, the closing summary
     export.py      the discriminator and generator folders left for fine-tuning
+    snapshots.py   the same folders at fractions of the schedule
     finetune.py    the official fine-tuning recipe: a classifier on a pretrained discriminator
     metrics.py     GLUE's metrics and the median over seeds
 

@@ -3,7 +3,8 @@ nothing written) and TrainingDiverged (a NaN or infinity, the last checkpoint ke
 
 The optimizer and schedule are the official recipe (optim.py): AdamW, weight decay 0.01, clip 1.0,
 linear warmup then linear decay to 0. The official warmup is 10,000 steps; a short run scales it
-to min(10000, steps // 10).
+to min(10000, steps // 10). With a wall-clock budget (budget_minutes) the steps, and so the warmup, are
+set once at the start of the run from a measured step time (budget.py) and recorded with the rest.
 """
 
 import dataclasses
@@ -44,12 +45,23 @@ class TrainConfig:
     save_every: int = 100
     backend: str = None              # None: "fast" when electra_np.fast imports, else "numpy"
     stop_at: int = None              # end this session after this step (with a checkpoint)
+    budget_minutes: float = None     # steps from a wall-clock budget (budget.py): steps None until measured
+    budget_step_seconds: float = None  # the measured seconds per step (evaluations' share included) that set steps
+    snapshots: tuple = ()            # fractions of steps at which the models are saved (snapshots.py)
 
     LOCKED = ("preset", "steps", "batch_size", "seq_len", "lr", "warmup", "weight_decay", "clip_norm", "seed",
-              "dtype")
+              "dtype", "budget_minutes")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_examples"):
+        if self.budget_minutes is not None and not (isinstance(self.budget_minutes, (int, float))
+                                                    and not isinstance(self.budget_minutes, bool)
+                                                    and 0 < self.budget_minutes < math.inf):
+            raise RunError(f"budget_minutes must be a positive number, got {self.budget_minutes!r}")
+        if self.steps is None and self.budget_minutes is None:
+            raise RunError("steps must be given unless budget_minutes is (it then sets them)")
+        if self.steps is not None:
+            _check_int("steps", self.steps, 1)
+        for name in ("batch_size", "seq_len", "eval_examples"):
             _check_int(name, getattr(self, name), 1)
         for name in ("log_every", "eval_every", "save_every"):
             _check_int(name, getattr(self, name), 0)
@@ -68,9 +80,10 @@ class TrainConfig:
             raise RunError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.backend not in (None, "numpy", "fast"):
             raise RunError(f"backend must be 'numpy' or 'fast', got {self.backend!r}")
+        object.__setattr__(self, "snapshots", _fractions(self.snapshots))
         if self.lr is None:  # resolved here, so that run.json and checkpoints record the numbers used
             object.__setattr__(self, "lr", PEAK_LR.get(self.preset, 5e-4))
-        if self.warmup is None:
+        if self.warmup is None and self.steps is not None:  # with a budget: once steps are measured
             object.__setattr__(self, "warmup", min(OFFICIAL_WARMUP, self.steps // 10))
 
     def to_dict(self) -> dict:
@@ -85,6 +98,19 @@ class TrainConfig:
 def defaults() -> dict:
     """{field: default} of TrainConfig (the command line's defaults)."""
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _fractions(values) -> tuple:
+    """snapshots as a sorted tuple of distinct floats in (0, 1) (a checkpoint's JSON gives a list)."""
+    values = () if values is None else values
+    if isinstance(values, (int, float)):
+        values = (values,)
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise RunError(f"snapshots must be fractions of the steps between 0 and 1 (e.g. 0.25 0.5), got {v!r}")
+        out.append(float(v))
+    return tuple(sorted(set(out)))
 
 
 def _check_int(name, value, minimum):

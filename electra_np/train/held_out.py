@@ -8,11 +8,13 @@ import numpy as np
 
 from ..data.tokenizer import Tokenizer
 from ..model import Electra, electra_forward
+from .diagnostics import HeldOutDiagnostics
 
 EVAL_SEED = 1234  # masks and samples of every evaluation
 DEMO_SEED = 7
 DEMO_MIN_TOKENS = 12  # the demo takes the first held-out segment at least this long
 DEMO_SEARCH = 200  # examples searched for one
+POOLED = ("disc_precision", "disc_recall", "disc_balanced_acc")  # over all held-out tokens, not batch averages
 
 
 def held_out_metrics(params: dict, setup: Electra, data, batch_size: int, max_examples: int,
@@ -20,25 +22,36 @@ def held_out_metrics(params: dict, setup: Electra, data, batch_size: int, max_ex
     """Held-out metrics, dropout off, masks and samples from a fixed seed (comparable across evaluations).
 
     Averages are over tokens, not batches: MLM terms over masked positions, discriminator terms over
-    real (non-padding) tokens.
+    real (non-padding) tokens; precision, recall, balanced accuracy and ROC AUC are computed over all the
+    held-out tokens at once. The collapse check (diagnostics.py) reads the last hidden states of the
+    discriminator (of the generator for the MLM objective) that the forward pass computed anyway.
     Inputs:  data: a data.PretrainingData split; max_examples: its first examples to use
-    Returns: dict with loss, mlm_loss, mlm_acc (+ disc_loss, disc_acc, replaced_frac, disc_baseline_acc), examples.
+    Returns: dict with loss, mlm_loss, mlm_acc (+ disc_loss, disc_acc, replaced_frac, disc_baseline_acc,
+             disc_precision, disc_recall, disc_balanced_acc, disc_auc), token_spread, cls_cosine, mean_cosine,
+             examples.
     """
     rng = np.random.default_rng(seed)
     n = min(len(data), max_examples)
     sums, counts = {}, {"mlm": 0, "disc": 0}
+    diagnostics = HeldOutDiagnostics()
     for start in range(0, n, batch_size):
         batch = data.batch(np.arange(start, min(start + batch_size, n)))
         _, m, cache = electra_forward(params, setup, batch, rng=rng, train=False)
+        if "disc" in cache:
+            diagnostics.add(cache["disc"][0]["hidden_states"][-1], batch["attention_mask"], cache["disc_logits"],
+                            cache["labels"])
+        else:
+            diagnostics.add(cache["gen"][0]["hidden_states"][-1], batch["attention_mask"])
         weights = {"mlm": int(cache["corruption"].masked.sum()), "disc": int(batch["attention_mask"].sum())}
         for k, v in m.items():
-            if k == "loss":
+            if k == "loss" or k in POOLED:
                 continue
             kind = "mlm" if k.startswith("mlm") else "disc"
             sums[k] = sums.get(k, 0.0) + v * weights[kind]
         counts = {kind: counts[kind] + w for kind, w in weights.items()}
     out = {k: v / max(counts["mlm" if k.startswith("mlm") else "disc"], 1) for k, v in sums.items()}
     out["loss"] = out["mlm_loss"] + (setup.objective.disc_weight * out["disc_loss"] if "disc_loss" in out else 0.0)
+    out.update(diagnostics.result())
     out["examples"] = n
     return out
 

@@ -8,8 +8,10 @@ evaluation, atomic checkpoints and exact resume.
         optimizer.update(params, grads, learning_rate(step, lr, warmup, steps))
 
 The pieces: config.py (TrainConfig), run_dir.py (the files of out_dir), state.py (what a checkpoint
-holds, exact resume), held_out.py (evaluation and the demo), report.py (log lines, metrics.jsonl, the
-summary), export.py (the models left for fine-tuning).
+holds, exact resume), budget.py (steps from a wall-clock budget), held_out.py (evaluation and the demo),
+diagnostics.py (is it paying off: detection, unigram entropy, collapse, warnings), report.py (log lines,
+metrics.jsonl, the summary), export.py (the models left for fine-tuning), snapshots.py (the same models at
+fractions of the schedule).
 """
 
 import dataclasses
@@ -26,11 +28,14 @@ from ..data.tokenizer import Tokenizer
 from ..engine import default_backend, make_step, make_update
 from ..model import Electra
 from ..optim import clip_by_global_norm, global_norm, learning_rate
+from .budget import fit_budget
 from .config import RunError, TrainConfig, TrainingDiverged
+from .diagnostics import unigram_entropy, warnings_for
 from .export import save_for_finetuning
 from .held_out import demo, held_out_metrics
 from .report import RunLog, Window, eval_line, header_lines, step_line, truncate_metrics
 from .run_dir import CHECKPOINT_NAME, RUN_NAME, VOCAB_NAME, check_out_dir, clear_run, existing_run_files
+from .snapshots import existing_snapshots, snapshot_steps, write_snapshot, written
 from .state import RunState, last_good, restore_state, save_state, start_state
 
 
@@ -43,6 +48,7 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
             pretraining_config: PretrainingConfig; tc: TrainConfig; tokenizer: tokenizer.Tokenizer;
             train_data, eval_data: data.PretrainingData splits (eval_data may be None or empty);
             data_info: JSON-able description of the data (its "fingerprint" is checked on resume);
+            tc.steps None (with tc.budget_minutes, a fresh run): set from a measured step time (budget.py);
             resume: continue out_dir's run; overwrite: replace the run in out_dir (else refused);
             echo: called with each console line (None: silent).
     Returns: a summary dict (status "finished" | "stopped" | "interrupted", step, final eval, paths, demo).
@@ -55,6 +61,11 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
     data_info = data_info or {}
     backend = tc.backend or default_backend()
     state = start_state(setup, tc, train_data)
+    budget_line = None
+    if tc.steps is None and not resume:
+        if echo:
+            echo(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
+        tc, budget_line = fit_budget(setup, tc, state.params, backend, train_data, eval_data)
     if resume:
         restore_state(state, out_dir / CHECKPOINT_NAME, setup, model_config, pretraining_config, tc, tokenizer,
                       data_info.get("fingerprint"))
@@ -69,9 +80,11 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
                              len(eval_data) if eval_data is not None else 0, backend, out_dir,
                              state.step if resume else None):
         log.line(line)
-    session = Session(out_dir, setup, tc, state, run_meta, train_data, eval_data, backend, log)
+    if budget_line is not None:
+        log.line(budget_line)
+    session = Session(out_dir, setup, tc, state, run_meta, train_data, eval_data, backend, log, tokenizer)
     status = session.run()
-    return session.finish(status, tokenizer)
+    return session.finish(status)
 
 
 def build_setup(model_config: ElectraConfig, pretraining_config: PretrainingConfig,
@@ -109,13 +122,14 @@ def write_run_record(out_dir: Path, setup: Electra, tc: TrainConfig, tokenizer: 
 
 
 class Session:
-    """One session of a run: from the step the state holds to tc.stop, with log lines, evaluations and
-    checkpoints on their schedules. run() is the loop; each of its steps is a method below."""
+    """One session of a run: from the step the state holds to tc.stop, with log lines, evaluations, snapshots
+    and checkpoints on their schedules. run() is the loop; each of its steps is a method below."""
 
     def __init__(self, out_dir: Path, setup: Electra, tc: TrainConfig, state: RunState, run_meta: dict,
-                 train_data, eval_data, backend: str, log: RunLog) -> None:
+                 train_data, eval_data, backend: str, log: RunLog, tokenizer: Tokenizer) -> None:
         self.out_dir, self.setup, self.tc, self.state, self.run_meta = out_dir, setup, tc, state, run_meta
         self.train_data, self.eval_data, self.backend, self.log = train_data, eval_data, backend, log
+        self.tokenizer = tokenizer
         self.ckpt_path = out_dir / CHECKPOINT_NAME
         self.electra = setup.objective.objective == "electra"
         self.has_eval = eval_data is not None and len(eval_data) > 0
@@ -123,6 +137,10 @@ class Session:
         self.update = make_update(state.optimizer, backend)
         self.window = Window()
         self.eval_seconds, self.last_eval, self.first_loss, self.last_train = 0.0, None, None, None
+        self.unigram_entropy = (unigram_entropy(train_data, (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id))
+                                if self.has_eval else None)
+        self.snapshots = snapshot_steps(tc.snapshots, tc.steps)  # {step: fractions}
+        self.last_ev, self.last_found, self.warned = None, set(), {}  # (step, metrics); conditions; {condition: line}
         self.start = time.perf_counter()
 
     def run(self) -> str:
@@ -142,6 +160,8 @@ class Session:
                     self.log_train(lr)                                      # log
                 if self.has_eval and (_due(step, tc.eval_every) or step == tc.steps):
                     self.log_eval()                                         # evaluate
+                if step in self.snapshots:
+                    self.snapshot()                                         # snapshot
                 if _due(step, tc.save_every) or step == tc.stop:
                     self.save()                                             # save
         return "finished"
@@ -182,14 +202,40 @@ class Session:
         self.window = Window()
 
     def log_eval(self) -> None:
-        """Held-out metrics: a console line and a metrics.jsonl record."""
+        """Held-out metrics: a console line, a metrics.jsonl record (with the names of the warning conditions it
+        shows, diagnostics.warnings_for), and a warning's line the first time its condition holds at two
+        evaluations in a row, or at the last one (a run may pass through a state it then leaves)."""
         t1 = time.perf_counter()
-        ev = held_out_metrics(self.state.params, self.setup, self.eval_data, self.tc.batch_size,
-                              self.tc.eval_examples)
+        ev = self.evaluate()
         self.last_eval = time.perf_counter() - t1
         self.eval_seconds += self.last_eval
-        self.log.line(eval_line(self.state.step, self.tc.steps, ev, self.electra, self.last_eval))
-        self.log.metrics({"split": "eval", "step": self.state.step, **ev})
+        step = self.state.step
+        found = warnings_for(ev, step, self.tc, self.setup.objective)
+        self.log.line(eval_line(step, self.tc.steps, ev, self.electra, self.last_eval))
+        self.log.metrics({"split": "eval", "step": step, **ev, "warnings": [name for name, _ in found]})
+        for name, line in found:
+            if name not in self.warned and (name in self.last_found or step == self.tc.steps):
+                self.warned[name] = line
+                self.log.line(line)
+        self.last_ev, self.last_found = (step, ev), {name for name, _ in found}
+
+    def evaluate(self) -> dict:
+        """held_out.held_out_metrics, with the unigram entropy of the training tokens beside the MLM loss."""
+        ev = held_out_metrics(self.state.params, self.setup, self.eval_data, self.tc.batch_size,
+                              self.tc.eval_examples)
+        ev["unigram_entropy"] = self.unigram_entropy
+        return ev
+
+    def snapshot(self) -> None:
+        """The models at this step, as the final export, under out_dir/snapshots (unless already there)."""
+        step = self.state.step
+        if written(self.out_dir, step):
+            return
+        ev = self.last_ev[1] if self.last_ev is not None and self.last_ev[0] == step else None
+        folder = write_snapshot(self.out_dir, step, self.snapshots[step], self.tc.steps, self.setup,
+                                self.state.params, self.tokenizer, self.elapsed(), ev)
+        share = ", ".join(f"{f:.0%}" for f in self.snapshots[step])
+        self.log.line(f"snapshot at step {step} ({share} of {self.tc.steps}): {folder}")
 
     def save(self) -> None:
         save_state(self.ckpt_path, self.state, self.run_meta, self.elapsed())
@@ -198,13 +244,15 @@ class Session:
         """Seconds of this run, earlier sessions included."""
         return self.state.elapsed + time.perf_counter() - self.start
 
-    def finish(self, status: str, tokenizer: Tokenizer) -> dict:
-        """The summary; at the last step also the models for fine-tuning, a final evaluation and the demo."""
-        tc, step = self.tc, self.state.step
+    def finish(self, status: str) -> dict:
+        """The summary; at the last step also the models for fine-tuning, a final evaluation (the one at this
+        step if it ran: the same numbers) and the demo."""
+        tc, step, tokenizer = self.tc, self.state.step, self.tokenizer
         summary = {"status": status, "step": step, "steps": tc.steps, "checkpoint": str(self.ckpt_path),
                    "out_dir": str(self.out_dir), "first_loss": self.first_loss, "last_train": self.last_train,
                    "backend": self.backend, "seconds": time.perf_counter() - self.start,
-                   "eval_seconds": self.eval_seconds}
+                   "eval_seconds": self.eval_seconds, "warnings": list(self.warned.values()),
+                   "snapshots": {k: str(v) for k, v in existing_snapshots(self.out_dir).items()}}
         if step < tc.steps:
             if status == "finished":
                 summary["status"] = "stopped"
@@ -214,8 +262,10 @@ class Session:
         params = self.state.params
         summary["models"] = {k: str(v) for k, v in save_for_finetuning(self.out_dir, self.setup, params,
                                                                        tokenizer).items()}
-        summary["eval"] = (held_out_metrics(params, self.setup, self.eval_data, tc.batch_size, tc.eval_examples)
-                           if self.has_eval else None)
+        if not self.has_eval:
+            summary["eval"] = None
+        else:
+            summary["eval"] = self.last_ev[1] if self.last_ev is not None and self.last_ev[0] == step else self.evaluate()
         summary["demo"] = demo(params, self.setup, tokenizer, self.eval_data if self.has_eval else self.train_data)
         summary["demo_split"] = "held-out" if self.has_eval else "training"
         summary["params"] = params

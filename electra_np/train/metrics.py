@@ -1,5 +1,6 @@
 """Evaluation metrics for fine-tuning, as GLUE reports them (accuracy, F1, Matthews correlation for
-CoLA, Pearson and Spearman for STS-B), and the paper's protocol of the median over fine-tuning seeds.
+CoLA, Pearson and Spearman for STS-B), the paper's protocol of the median over fine-tuning seeds, and
+ROC AUC (the discriminator's detection of replaced tokens, diagnostics.py).
 
 Degenerate inputs follow scikit-learn's conventions instead of returning NaN: a metric whose
 denominator is zero (one class only, constant predictions, constant targets) is 0.0.
@@ -67,6 +68,20 @@ def _ranks(a):
 def spearman(x, y) -> float:
     x, y = _labels(x, y)
     return pearson(_ranks(x), _ranks(y))
+
+
+def roc_auc(y_true, scores) -> float | None:
+    """Area under the ROC curve of `scores` for binary labels (nonzero: positive): the chance that a random
+    positive scores above a random negative, a tie counting one half. Computed as the Mann-Whitney statistic
+    (R_pos - P (P + 1) / 2) / (P N), R_pos the sum of the positives' ranks among all scores, ties given their
+    average rank; equals scikit-learn's roc_auc_score. None when a class is absent (no curve to measure)."""
+    y_true, scores = _labels(y_true, scores)
+    positive = y_true != 0
+    P = int(positive.sum())
+    N = positive.size - P
+    if P == 0 or N == 0:
+        return None
+    return float((_ranks(scores)[positive].sum() - P * (P + 1) / 2) / (P * N))
 
 
 METRICS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef, "pearson": pearson, "spearman": spearman}

@@ -9,6 +9,7 @@ from .. import atomic
 from ..data.tokenizer import Tokenizer
 from ..model import Electra
 from .config import TrainConfig
+from .diagnostics import COLLAPSED_COSINE, COLLAPSED_SPREAD
 from .run_dir import LOG_NAME, METRICS_NAME
 
 
@@ -72,8 +73,10 @@ def format_time(seconds: float) -> str:
 
 
 def format_metrics(m: dict, electra: bool) -> str:
-    """The loss / accuracy part of a log line."""
+    """The loss / accuracy part of a log line (with the unigram entropy beside the MLM loss when m has it)."""
     text = f"loss {m['loss']:.4f} | mlm {m['mlm_loss']:.4f} acc {m['mlm_acc']:.3f}"
+    if m.get("unigram_entropy") is not None:
+        text += f" (unigram entropy {m['unigram_entropy']:.3f})"
     if electra:
         text += (f" | disc {m['disc_loss']:.4f} acc {m['disc_acc']:.3f} (base {m['disc_baseline_acc']:.3f})"
                  f" | replaced {m['replaced_frac']:.3f}")
@@ -88,8 +91,10 @@ def header_lines(setup: Electra, tc: TrainConfig, tokenizer: Tokenizer, n_params
             f"H={setup.disc.hidden_size}, layers={setup.disc.num_hidden_layers}, generator "
             f"H={setup.gen.hidden_size}), {n_params / 1e6:.2f}M parameters, V={len(tokenizer)} | B={tc.batch_size} "
             f"T={tc.seq_len} | {n_train:,} train / {n_eval:,} held-out examples | backend {backend}, {tc.dtype}",
-            f"AdamW lr {tc.lr:g} (warmup {tc.warmup}, linear decay to 0 at step {tc.steps}), weight decay "
-            f"{tc.weight_decay}, clip {tc.clip_norm} | out_dir {out_dir}"
+            f"AdamW lr {tc.lr:g} (warmup {tc.warmup}, linear decay to 0 at step {tc.steps}"
+            + (f", set by a {tc.budget_minutes:g} min budget at {tc.budget_step_seconds:.3f} s/step"
+               if tc.budget_minutes is not None else "")
+            + f"), weight decay {tc.weight_decay}, clip {tc.clip_norm} | out_dir {out_dir}"
             + (f" | from step {resumed_at} of {tc.steps}" if resumed_at is not None else "")]
 
 
@@ -100,7 +105,19 @@ def step_line(step: int, steps: int, m: dict, electra: bool, lr: float, tok_s: f
 
 def eval_line(step: int, steps: int, ev: dict, electra: bool, seconds: float) -> str:
     return (f"eval {step:>{len(str(steps))}}/{steps} | {format_metrics(ev, electra)} | "
-            f"{ev['examples']} held-out examples, {seconds:.1f}s")
+            f"{format_diagnostics(ev, electra)} | {ev['examples']} held-out examples, {seconds:.1f}s")
+
+
+def format_diagnostics(ev: dict, electra: bool) -> str:
+    """The compact diagnostics of an eval line (diagnostics.py): replaced-token detection, then collapse."""
+    text = (f"auc {_num(ev.get('disc_auc'))} P {_num(ev.get('disc_precision'))} R {_num(ev.get('disc_recall'))} "
+            f"bal {_num(ev.get('disc_balanced_acc'))} | " if electra else "")
+    return (text + f"spread {_num(ev.get('token_spread'))} cos {_num(ev.get('mean_cosine'))} "
+            f"([CLS] {_num(ev.get('cls_cosine'))})")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 # ----------------------------------------------------------------------------- the end of a run
@@ -117,6 +134,9 @@ def format_summary(summary: dict, electra: bool = True) -> list[str]:
             lines.append(f"discriminator accuracy {ev['disc_acc']:.3f} vs {ev['disc_baseline_acc']:.3f} for always "
                          f"answering 'original' ({'+' if gain >= 0 else ''}{gain:.3f}); generator MLM accuracy "
                          f"{ev['mlm_acc']:.3f}")
+        lines.extend(summary_diagnostics(ev, electra))
+    for line in summary.get("warnings", []):
+        lines.append(line)
     if summary.get("first_loss") is not None and summary.get("last_train") is not None:
         window = "log interval" if summary["step"] > 1 else "step"
         lines.append(f"training loss: {summary['first_loss']:.3f} at the first step of this session, "
@@ -124,12 +144,34 @@ def format_summary(summary: dict, electra: bool = True) -> list[str]:
     lines.append(f"checkpoint: {summary['checkpoint']}")
     for kind, path in summary.get("models", {}).items():
         lines.append(f"{kind} for fine-tuning: {path}")
+    if summary.get("snapshots"):
+        lines.append("snapshots for fine-tuning (step: folder): "
+                     + ", ".join(f"{step}: {path}" for step, path in summary["snapshots"].items()))
     d = summary.get("demo")
     if d is not None:
         what = ("the generator fills the masked tokens" if "predicted" in d else
                 "masked tokens replaced by generator samples; the discriminator finds them")
         lines.append(f"demo on a {summary.get('demo_split', 'held-out')} sentence ({what}):")
         lines.extend(format_demo(d))
+    return lines
+
+
+def summary_diagnostics(ev: dict, electra: bool) -> list[str]:
+    """The held-out diagnostics (diagnostics.py) in words."""
+    lines = []
+    if electra:
+        lines.append(f"replaced-token detection: ROC AUC {_num(ev.get('disc_auc'))} (0.5: no signal), precision "
+                     f"{_num(ev.get('disc_precision'))}, recall {_num(ev.get('disc_recall'))}, balanced accuracy "
+                     f"{_num(ev.get('disc_balanced_acc'))} (0.5: a constant answer); replaced share "
+                     f"{ev['replaced_frac']:.3f}")
+    if ev.get("unigram_entropy") is not None:
+        gain = ev["unigram_entropy"] - ev["mlm_loss"]
+        lines.append(f"generator MLM loss {ev['mlm_loss']:.3f} vs {ev['unigram_entropy']:.3f} nats, the unigram "
+                     f"entropy of the training tokens (what the context is worth: {gain:+.3f} nats)")
+    lines.append(f"representations ({'discriminator' if electra else 'generator'}, held-out): token spread "
+                 f"{_num(ev.get('token_spread'))} (below {COLLAPSED_SPREAD}: collapsed), mean cosine between examples "
+                 f"{_num(ev.get('mean_cosine'))} mean-pooled (above {COLLAPSED_COSINE}: collapsed), "
+                 f"{_num(ev.get('cls_cosine'))} [CLS]")
     return lines
 
 

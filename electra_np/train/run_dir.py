@@ -3,7 +3,8 @@
 Files in out_dir (RUN_FILES): run.json (the run's settings), vocab.txt, checkpoint.npz (the last
 checkpoint, checkpoint.py), metrics.jsonl (one JSON object per log / eval line), log.txt (the
 console log), and at the end discriminator/ and generator/ (model.npz + config.json + vocab.txt,
-ready for fine-tuning; export.py).
+ready for fine-tuning; export.py); with --snapshots also snapshots/step-<k>/ (the same two folders at
+step k, snapshots.py).
 """
 
 import shutil
@@ -17,7 +18,8 @@ METRICS_NAME = "metrics.jsonl"
 LOG_NAME = "log.txt"
 VOCAB_NAME = "vocab.txt"
 MODEL_DIRS = ("discriminator", "generator")
-RUN_FILES = (RUN_NAME, CHECKPOINT_NAME, METRICS_NAME, LOG_NAME, VOCAB_NAME) + MODEL_DIRS
+SNAPSHOTS_DIR = "snapshots"
+RUN_FILES = (RUN_NAME, CHECKPOINT_NAME, METRICS_NAME, LOG_NAME, VOCAB_NAME) + MODEL_DIRS + (SNAPSHOTS_DIR,)
 
 
 def existing_run_files(out_dir) -> list[str]:
