@@ -15,8 +15,8 @@ import pytest
 
 from electra_np import engine, hf
 from electra_np.cli import main as cli
-from electra_np.cli.render import Word, display_width, join_pieces, render_html, render_text
 from electra_np.data.tokenizer import Tokenizer
+from electra_np.train.render import Word, display_width, join_pieces, render_html, render_text
 
 TINY = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", "64", "--num_hidden_layers", "1",
         "--num_attention_heads", "2", "--seq_len", "32", "--batch_size", "8", "--vocab_size", "300",

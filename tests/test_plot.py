@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from electra_np.cli.main import main
-from electra_np.cli.plot import PLOT_EXTRA, plot_run
+from electra_np.train.plot import PLOT_EXTRA, plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 10_000  # a blank or one-panel figure is smaller; several drawn panels are well above

@@ -250,6 +250,17 @@ def test_final_models_are_ready_for_finetuning(env, tmp_path, capsys):
     assert pretrain(env, out, "--steps", "4", "--eval_every", "2") == 0
     text = capsys.readouterr().out
     assert "discriminator accuracy" in text and "checkpoint: " in text and "P(replaced)" in text
+    # the demo is render.py's heat map: its summary counts agree with the verdict row above it
+    demo = text[text.index("demo on a"):].splitlines()
+    counts = next(line for line in demo if "replaced " in line and ": caught " in line)
+    verdicts = " ".join(demo[:-1])
+    caught, missed = (int(counts.split(f"{k} ")[1].split(",")[0].split(";")[0]) for k in ("caught", "missed"))
+    assert caught == verdicts.split().count("caught") and missed == verdicts.split().count("missed")
+    try:  # the run draws its curves at the end when the plot extra is there, and says where
+        import matplotlib  # noqa: F401
+        assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"curves: {out / 'curves.png'}" in text
+    except ImportError:
+        assert not (out / "curves.png").exists() and "curves:" not in text
     for kind, shapes_of in (("discriminator", discriminator_shapes), ("generator", generator_shapes)):
         folder = out / kind
         config = json.loads((folder / "config.json").read_text())

@@ -27,8 +27,8 @@ from ..config import PretrainingConfig
 from ..engine import BACKENDS, make_discriminator
 from ..masking import corrupt, gumbel_sample
 from ..model import generator_forward
+from ..train.render import join_pieces, render_html, render_text, summary
 from .common import CliError
-from .render import join_pieces, render_html, render_text, summary
 
 DEFAULT_MODEL = "runs/electra-tiny"  # pretrain's default --out_dir
 

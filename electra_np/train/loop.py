@@ -33,6 +33,7 @@ from .config import RunError, TrainConfig, TrainingDiverged
 from .diagnostics import unigram_entropy, warnings_for
 from .export import save_for_finetuning
 from .held_out import demo, held_out_metrics
+from .plot import plot_run
 from .report import RunLog, Window, eval_line, header_lines, step_line, truncate_metrics
 from .run_dir import CHECKPOINT_NAME, RUN_NAME, VOCAB_NAME, check_out_dir, clear_run, existing_run_files
 from .snapshots import existing_snapshots, snapshot_steps, write_snapshot, written
@@ -269,6 +270,7 @@ class Session:
         summary["demo"] = demo(params, self.setup, tokenizer, self.eval_data if self.has_eval else self.train_data)
         summary["demo_split"] = "held-out" if self.has_eval else "training"
         summary["params"] = params
+        summary["curves"] = plot_run(self.out_dir)  # None without the plot extra (matplotlib)
         return summary
 
 

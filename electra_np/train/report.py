@@ -10,7 +10,10 @@ from ..data.tokenizer import Tokenizer
 from ..model import Electra
 from .config import TrainConfig
 from .diagnostics import COLLAPSED_COSINE, COLLAPSED_SPREAD
+from .render import join_pieces, render_text, summary
 from .run_dir import LOG_NAME, METRICS_NAME
+
+DEMO_WIDTH = 100  # terminal cells per block of the demo's heat map
 
 
 class RunLog:
@@ -143,7 +146,10 @@ def format_summary(summary: dict, electra: bool = True) -> list[str]:
                      f"{summary['last_train']['loss']:.3f} over the last {window}")
     lines.append(f"checkpoint: {summary['checkpoint']}")
     for kind, path in summary.get("models", {}).items():
-        lines.append(f"{kind} for fine-tuning: {path}")
+        use = "for fine-tuning" if kind == "discriminator" or not electra else "(the masked LM; fine-tune the discriminator)"
+        lines.append(f"{kind} {use}: {path}")
+    if summary.get("curves"):
+        lines.append(f"curves: {summary['curves']} (electra-np plot draws them again)")
     if summary.get("snapshots"):
         lines.append("snapshots for fine-tuning (step: folder): "
                      + ", ".join(f"{step}: {path}" for step, path in summary["snapshots"].items()))
@@ -176,7 +182,8 @@ def summary_diagnostics(ev: dict, electra: bool) -> list[str]:
 
 
 def format_demo(d: dict) -> list[str]:
-    """held_out.demo's sentence as text: original, corrupted and flagged, then P(replaced) per token."""
+    """held_out.demo's sentence: for ELECTRA the heat-map rows of render.py (the words as corrupted, P(replaced),
+    the originals of replaced words, caught / missed / false-alarm); for MLM the masked and predicted words."""
     lines = []
     if "predicted" in d:
         lines.append("  masked:    " + _render([("[MASK]" if m else t) for t, m in zip(d["tokens"], d["masked"])],
@@ -184,22 +191,10 @@ def format_demo(d: dict) -> list[str]:
         lines.append("  original:  " + _render(d["tokens"], d["masked"]))
         lines.append("  predicted: " + _render([p or t for t, p in zip(d["tokens"], d["predicted"])], d["masked"]))
         return lines
-    flagged = [p > 0.5 for p in d["p_replaced"]]
-    lines.append("  original:  " + _render(d["tokens"], d["replaced"], d["replaced"]))
-    lines.append("  corrupted: " + _render(d["corrupted"], d["replaced"], d["replaced"])
-                 + "    ([..] = replaced by the generator)")
-    lines.append("  flagged:   " + _render(d["corrupted"], flagged, d["replaced"])
-                 + "    ([..] = the discriminator says replaced)")
-    lines.append("  P(replaced) at the masked positions and wherever the discriminator flags a token:")
-    for i, tok in enumerate(d["corrupted"]):
-        if not (d["masked"][i] or flagged[i]):
-            continue
-        if d["replaced"][i]:
-            truth = f"replaced (was {d['tokens'][i]!r})"
-        else:
-            truth = "original" + (" (generator sampled the original)" if d["masked"][i] else "")
-        verdict = "correct" if flagged[i] == d["replaced"][i] else "wrong"
-        lines.append(f"    {tok!r:>16}  p={d['p_replaced'][i]:.2f}  {truth:<32} {verdict}")
+    words = join_pieces(d["corrupted"], d["p_replaced"], originals=d["tokens"])  # the renderer of `detect`
+    lines += ["  " + line for line in render_text(words, width=DEMO_WIDTH).split("\n")]
+    lines.append(f"  ({summary(words)}: a word is flagged when P(replaced) > 0.5; try `electra-np detect "
+                 "--corrupt` on your own sentences)")
     return lines
 
 
