@@ -199,7 +199,7 @@ def test_cased_tokenizer_keeps_case_and_accents(env, tmp_path):
     src = tmp_path / "cased"
     shutil.copytree(env["run"] / "discriminator", src)
     tc = json.loads((src / "tokenizer_config.json").read_text())
-    (src / "tokenizer_config.json").write_text(json.dumps({**tc, "do_lower_case": False}))
+    (src / "tokenizer_config.json").write_text(json.dumps({**tc, "do_lower_case": False, "strip_accents": None}))
     assert export(src, tmp_path / "out") == 0
     cased = Tokenizer.from_file(src / "vocab.txt", do_lower_case=False)
     words = ["café naïve", "Zürich", "我们喜欢机器学习。", "The CAT"]
@@ -273,3 +273,12 @@ def test_help_shows_defaults(capsys):
         main(["export", "--help"])
     out = capsys.readouterr().out
     assert "--what" in out and "default: float32" in out and "RUN_OR_FOLDER" in out
+
+
+def test_pretraining_folders_hold_the_tokenizer_files_themselves(env):
+    """A run's own discriminator/ and generator/ folders are complete for AutoTokenizer (no export needed)."""
+    pytest.importorskip("transformers")
+    for kind in ("discriminator", "generator"):
+        folder = env["run"] / kind
+        assert {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json"} <= set(os.listdir(folder))
+        check_tokenizer(folder, Tokenizer.from_file(folder / "vocab.txt"))

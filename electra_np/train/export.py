@@ -3,12 +3,12 @@ folder a reader can load on its own (electra_np, or Hugging Face transformers wh
 installed), each replaced in one atomic step (atomic.atomic_folder).
 """
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .. import hf
 from ..atomic import atomic_folder
 from ..data.tokenizer import Tokenizer
 from ..model import Electra
@@ -19,7 +19,8 @@ FILE_MODE = 0o644  # readable by all, whatever the umask
 
 def save_for_finetuning(out_dir, setup: Electra, params: dict, tokenizer: Tokenizer) -> dict[str, Path]:
     """out_dir/discriminator and out_dir/generator: model.npz (Hugging Face state-dict names) + config.json +
-    vocab.txt + tokenizer_config.json; also model.safetensors when electra_np.hf and safetensors are there.
+    vocab.txt + tokenizer_config.json + special_tokens_map.json (what AutoTokenizer reads);
+    also model.safetensors when safetensors is there.
     The MLM objective has only the generator (the BERT-style baseline to fine-tune).
     Returns: {kind: folder}."""
     out_dir = Path(out_dir)
@@ -32,10 +33,7 @@ def save_for_finetuning(out_dir, setup: Electra, params: dict, tokenizer: Tokeni
             with open(tmp / "model.npz", "wb") as f:
                 np.savez(f, **weights)
             config.save_json(tmp / "config.json", architectures=[architecture])
-            tokenizer.save(tmp / "vocab.txt")
-            (tmp / "tokenizer_config.json").write_text(json.dumps(
-                {"tokenizer_class": "ElectraTokenizer", "do_lower_case": tokenizer.do_lower_case,
-                 "model_max_length": config.max_position_embeddings}, indent=2) + "\n")
+            hf.write_tokenizer(tmp, tokenizer, config.max_position_embeddings)  # vocab.txt, tokenizer files
             _save_hf(tmp, config, weights, kind)
             for f in tmp.iterdir():
                 os.chmod(f, FILE_MODE)
@@ -47,8 +45,6 @@ def _save_hf(folder, config, weights, kind):
     """Hugging Face safetensors too, if electra_np.hf and safetensors are available."""
     try:
         import safetensors  # noqa: F401
-
-        from .. import hf
     except ImportError:
         return
     if hasattr(hf, "save_pretrained"):
