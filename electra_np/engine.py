@@ -87,3 +87,16 @@ def make_discriminator(config, backend="fast"):
     from .fast.inference import FastDiscriminator
 
     return FastDiscriminator(config)
+
+
+def first_run_note(backend: str) -> str | None:
+    """A line for the console when the fast path's kernels are not compiled yet on this machine (the first run
+    compiles them before its first step); None otherwise."""
+    if check_backend(backend) == "numpy":
+        return None
+    from .fast.runtime import kernels_cached
+
+    if kernels_cached():
+        return None
+    return ("compiling the Numba kernels: the first run on this machine only, about half a minute to a minute "
+            "before the first step; later runs load them from the disk cache")

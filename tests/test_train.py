@@ -416,3 +416,21 @@ def test_snapshots_survive_a_resume(env, tmp_path, monkeypatch):
     models = {p.relative_to(out): p.read_bytes() for p in (out / "snapshots").rglob("model.npz")}
     assert len(models) == 6
     assert {p.relative_to(stopped): p.read_bytes() for p in (stopped / "snapshots").rglob("model.npz")} == models
+
+
+def test_first_run_note_and_steady_time_left(env, tmp_path, capsys, monkeypatch):
+    """A run whose kernels are not compiled yet says so before its first step; the time left comes from the
+    steady rate (every log window but the session's first, which holds the compilation)."""
+    from electra_np.fast import runtime
+    from electra_np.train.loop import steady_rate
+
+    monkeypatch.setattr(runtime, "kernels_cached", lambda: False)
+    assert pretrain(env, tmp_path / "run", "--steps", "2", "--eval_every", "0", "--backend", "fast") == 0
+    lines = capsys.readouterr().out.splitlines()
+    note = next(i for i, line in enumerate(lines) if line.startswith("compiling the Numba kernels: the first run"))
+    assert note < next(i for i, line in enumerate(lines) if line.startswith("pretraining electra"))
+    monkeypatch.setattr(runtime, "kernels_cached", lambda: True)
+    assert pretrain(env, tmp_path / "again", "--steps", "2", "--eval_every", "0", "--backend", "fast") == 0
+    assert "compiling the Numba kernels" not in capsys.readouterr().out
+    assert steady_rate([(40.0, 4)]) == 10.0  # one window: its own rate
+    assert steady_rate([(40.0, 4), (4.0, 4), (6.0, 4)]) == 10.0 / 8  # the compiling window left out

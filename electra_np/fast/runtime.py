@@ -36,6 +36,7 @@ benchmarks/RESULTS.md ("Kept") has what each setting was worth when it went in.
 
 import os
 import sys
+from pathlib import Path
 
 THREADS_ENV = "ELECTRA_NP_THREADS"
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -172,3 +173,17 @@ def _select_numba_layer_and_vectors(width):
     if "+avx512f" in features.split(","):
         numba.config.CPU_FEATURES = features + ",-prefer-256-bit"
         _prefer_512_bit = True
+
+
+STEP_KERNEL_MODULES = ("adamw", "embeddings", "fused_attention", "gelu", "layernorm", "losses", "rows", "sampling")
+
+
+def kernels_cached() -> bool:
+    """Whether Numba's disk cache holds compiled kernels for every module of fast/kernels (in __pycache__ beside
+    them, or under NUMBA_CACHE_DIR when that is set). False on a first run, which compiles them before its first step: the CLI
+    says so instead of sitting silent. A kernel cached for one dtype only still compiles for the other."""
+    kernels = Path(__file__).parent / "kernels"
+    user_dir = os.environ.get("NUMBA_CACHE_DIR")  # when set, Numba caches only there
+    roots = [Path(user_dir)] if user_dir else [kernels / "__pycache__"]
+    found = {p.name.split(".")[0] for root in roots if root.is_dir() for p in root.rglob("*.nbi")}
+    return set(STEP_KERNEL_MODULES) <= found

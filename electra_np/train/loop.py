@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import atomic
 from ..config import ElectraConfig, PretrainingConfig
 from ..data.tokenizer import Tokenizer
-from ..engine import default_backend, make_step, make_update
+from ..engine import default_backend, first_run_note, make_step, make_update
 from ..model import Electra
 from ..optim import clip_by_global_norm, global_norm, learning_rate
 from .budget import fit_budget
@@ -62,6 +62,9 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
     data_info = data_info or {}
     backend = tc.backend or default_backend()
     state = start_state(setup, tc, train_data)
+    note = first_run_note(backend)
+    if note and echo:
+        echo(note)
     budget_line = None
     if tc.steps is None and not resume:
         if echo:
@@ -137,6 +140,7 @@ class Session:
         self.step_fn = make_step(setup, backend)
         self.update = make_update(state.optimizer, backend)
         self.window = Window()
+        self.windows = []  # (seconds, steps) of each log window of this session
         self.eval_seconds, self.last_eval, self.first_loss, self.last_train = 0.0, None, None, None
         self.unigram_entropy = (unigram_entropy(train_data, (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id))
                                 if self.has_eval else None)
@@ -193,8 +197,10 @@ class Session:
         tc, step = self.tc, self.state.step
         m = self.window.mean()
         per_step = self.window.seconds / self.window.steps
+        self.windows.append((self.window.seconds, self.window.steps))
+        rate = steady_rate(self.windows)
         evals_left = (tc.steps // tc.eval_every - step // tc.eval_every) if tc.eval_every and self.has_eval else 0
-        left = (tc.steps - step) * per_step + evals_left * (self.last_eval or 0.0)
+        left = (tc.steps - step) * rate + evals_left * (self.last_eval or 0.0)
         tok_s = tc.batch_size * tc.seq_len / per_step
         self.log.line(step_line(step, tc.steps, m, self.electra, lr, tok_s, left))
         self.log.metrics({"split": "train", "step": step, **m, "lr": lr, "tokens_per_s": tok_s,
@@ -272,6 +278,13 @@ class Session:
         summary["params"] = params
         summary["curves"] = plot_run(self.out_dir)  # None without the plot extra (matplotlib)
         return summary
+
+
+def steady_rate(windows: list[tuple[float, int]]) -> float:
+    """Seconds per step for the time left: over every log window of the session but the first, which holds the
+    kernels' compilation and the warm-up (the first window's own rate until there is a second)."""
+    steady = windows[1:] or windows[:1]
+    return sum(s for s, _ in steady) / sum(n for _, n in steady)
 
 
 def _due(step, every):
