@@ -515,3 +515,18 @@ def test_prepare_real_tsv_slice(tmp_path, shared_data):
     assert meta["eval_documents"] >= 1 and meta["splits"]["eval"]["examples"] >= 1
     ids = np.load(tmp_path / "out" / "train.ids.npy")
     assert (ids == UNK).sum() == 0 and ids.shape[0] > 40
+
+
+def test_split_sentences_at_chinese_and_japanese_full_stops(tmp_path):
+    """--split_sentences splits English after . ! ? and whitespace, Chinese and Japanese after 。！？ (a closing
+    quote stays with its sentence); CorpusSource yields one line per sentence."""
+    from electra_np.data.sources import CorpusSource
+
+    text = "我喜欢这本书。你呢？他说：“好。”然后走了！\nOne. Two! Three? e.g. four\n日本語です。次の文！\n"
+    (tmp_path / "zh.txt").write_text(text, encoding="utf-8")
+    lines = [line for _, _, line in CorpusSource(str(tmp_path / "zh.txt"), split_sentences=True).events()
+             if line is not None]
+    assert lines == ["我喜欢这本书。", "你呢？", "他说：“好。”", "然后走了！", "One.", "Two!", "Three?", "e.g.", "four",
+                     "日本語です。", "次の文！"]
+    whole = [line for _, _, line in CorpusSource(str(tmp_path / "zh.txt")).events() if line is not None]
+    assert whole == text.strip().split("\n")

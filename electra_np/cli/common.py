@@ -25,5 +25,6 @@ def add_corpus_options(p, vocab_help: bool = True) -> None:
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                    help="lowercase and strip accents before WordPiece, as uncased BERT/ELECTRA (default: on)")
     p.add_argument("--split_sentences", action=argparse.BooleanOptionalAction,
-                   help="split each line into sentences after . ! ? before packing (for one-paragraph-per-line "
-                        "text, whose long lines are otherwise cut to one example) (default: off)")
+                   help="split each line into sentences after . ! ? (and Chinese or Japanese 。！？) before packing "
+                        "(for one-paragraph-per-line text, whose long lines are otherwise cut to one example) "
+                        "(default: off)")

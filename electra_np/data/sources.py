@@ -10,7 +10,8 @@ with a header row (no quoting). The text column is `column`, else the first head
 
 Sentences: lines are the packing units (packing.py), so a line longer than an example is cut. With
 paragraph-per-line text that drops much of the text; `split_sentences=True` splits each line into
-sentences after `.`, `!` or `?` followed by whitespace (a plain regex).
+sentences after `.`, `!` or `?` followed by whitespace, and after Chinese and Japanese `。`, `！`, `？`
+(with a closing quote that follows them): a plain regex, SENTENCE_END.
 
 Held-out split (`held_out_documents`): a first pass counts the documents; the eval split is the trailing
 documents that start within the last `eval_fraction` of the input bytes (inputs in the order given), at
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 TSV_TEXT_COLUMNS = ("text", "review", "sentence")
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# a sentence ends after . ! ? and whitespace (English), or after Chinese / Japanese 。！？ (and the closing quote
+# or bracket that may follow them), where no space follows
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*(?=[^\s”’」』）])|(?<=[。！？][”’」』）])\s*(?=\S)")
 UTF8_BOM = b"\xef\xbb\xbf"
 
 Spec = str | os.PathLike  # a file, or "file:column" for a TSV text column
