@@ -161,3 +161,25 @@ def test_help_shows_descriptions_and_defaults(capsys):
         assert e.value.code == 0
         text = capsys.readouterr().out
         assert "(default: " in text and len(text.split("options:")[0]) > 200, command  # a description above
+
+
+def test_evaluate_and_predict_take_a_hugging_face_classifier_folder(tmp_path, capsys):
+    """A classifier folder as transformers writes it (here: exported from ours) is read by evaluate and predict:
+    label names from its config.json, the same probabilities as the folder it came from."""
+    pytest.importorskip("safetensors")
+    model = model_dir(tmp_path)
+    train, dev = tsv(tmp_path / "train.tsv", 200, 0), tsv(tmp_path / "dev.tsv", 40, 1)
+    ours, theirs = tmp_path / "clf", tmp_path / "clf-hf"
+    assert main(["finetune", "--model", str(model), "--head", "hf", "--train", str(train), "--dev", str(dev),
+                 "--out_dir", str(ours), "--epochs", "1", "--lr", "3e-3", "--batch_size", "16"]) == 0
+    assert main(["export", str(ours), "--out", str(theirs)]) == 0
+    assert not (theirs / "finetune.json").exists() and not (theirs / "model.npz").exists()
+    capsys.readouterr()
+    outputs = []
+    for folder in (ours, theirs):
+        assert main(["predict", "--model", str(folder), "--data", str(dev)]) == 0
+        outputs.append(predictions(capsys.readouterr().out))
+        assert main(["evaluate", "--model", str(folder), "--data", str(dev)]) == 0
+        outputs.append(capsys.readouterr().out.split(" (")[0])
+    assert outputs[0][0] == ["text", "label", "p_neg", "p_pos"] and outputs[0] == outputs[2]
+    assert outputs[1] == outputs[3] and outputs[1].startswith("accuracy ")

@@ -161,13 +161,40 @@ def cmd_finetune(args: argparse.Namespace, echo=print) -> dict:
 
 
 def _classifier(args):
+    """A classifier folder: ours (finetune.json holds the recipe and the data columns), or any Hugging Face
+    ElectraForSequenceClassification folder (label names from its config.json; text and label columns as
+    given, else `sentence` and `label`; sequences up to max_position_embeddings)."""
     folder = Path(args.model)
     f = folder / "finetune.json"
-    if not f.is_file():
-        raise FinetuneError(f"{folder}: not a fine-tuned classifier (no finetune.json)")
+    config_file = folder / "config.json"
+    if f.is_file():
+        meta = json.loads(f.read_text())
+    elif config_file.is_file() and "ElectraForSequenceClassification" in (_read_json(config_file).get("architectures")
+                                                                          or []):
+        meta = None
+    else:
+        raise FinetuneError(f"{folder}: not a fine-tuned classifier (no finetune.json, and config.json names no "
+                            "ElectraForSequenceClassification)")
     config, params, d = load_model(folder)
-    labels = {label: int(i) for label, i in d["label2id"].items()}
-    return config, params, labels, load_tokenizer(folder), json.loads(f.read_text())
+    label2id = d.get("label2id") or {name: int(i) for i, name in (d.get("id2label") or {}).items()}
+    if not label2id:
+        label2id = {f"LABEL_{i}": i for i in range(len(params["classifier.out_proj.bias"]))}  # HF's own names
+    labels = {label: int(i) for label, i in label2id.items()}
+    if meta is None:
+        meta = {"recipe": {"max_seq_length": config.max_position_embeddings},
+                "columns": {"text_column": "sentence", "text_b_column": None, "label_column": "label",
+                            "no_header": False, "task": None}}
+    return config, params, labels, load_tokenizer(folder), meta
+
+
+def _read_json(path) -> dict:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FinetuneError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise FinetuneError(f"{path}: expected a JSON object")
+    return d
 
 
 def _examples(args, cols):
