@@ -530,3 +530,18 @@ def test_split_sentences_at_chinese_and_japanese_full_stops(tmp_path):
                      "日本語です。", "次の文！"]
     whole = [line for _, _, line in CorpusSource(str(tmp_path / "zh.txt")).events() if line is not None]
     assert whole == text.strip().split("\n")
+
+
+def test_the_first_gathering_of_the_default_corpus_is_announced(tmp_path, monkeypatch, capsys):
+    """The default corpus is built once per Python (the first run's longest wait): a line says so first; a
+    second command finds it cached and says nothing about it."""
+    from electra_np.cli.main import main
+
+    monkeypatch.setenv("ELECTRA_NP_CACHE", str(tmp_path / "cache"))
+    docs = [["alpha beta gamma delta.", "epsilon zeta eta theta."], ["iota kappa lambda mu.", "nu xi omicron pi."]]
+    monkeypatch.setattr(corpus, "build_default_corpus_documents", lambda: docs)
+    for n, expected in ((1, True), (2, False)):
+        assert main(["build-vocab", "--vocab_size", "40", "--min_frequency", "1", "--out", str(tmp_path / f"v{n}.txt")]) == 0
+        out = capsys.readouterr().out
+        assert ("gathering the default corpus" in out) is expected
+        assert out.index("wrote") > (out.find("gathering") if expected else -1)

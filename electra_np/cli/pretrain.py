@@ -307,7 +307,7 @@ def _vocabulary(settings, explicit, meta, data_meta):
             lowercase = settings["lowercase"] = data_meta.get("do_lower_case", True)
         tokenizer = Tokenizer.from_file(Path(settings["data"]) / DATA_VOCAB, do_lower_case=lowercase)
     else:
-        sources = corpus_sources(settings["corpus"])
+        sources = corpus_sources(settings["corpus"], echo=print)
         vocab_size = settings.get("vocab_size", PRESETS[settings["preset"]].vocab_size)
         tokenizer = vocab_for_corpus(sources, vocab_size, lowercase, echo=print)
         if len(tokenizer) < vocab_size:
@@ -337,7 +337,7 @@ def _training_data(settings, tokenizer, tc, sources, data_meta):
     data_dir = settings.get("data")
     if data_dir is None:
         if sources is None:
-            sources = corpus_sources(settings["corpus"])
+            sources = corpus_sources(settings["corpus"], echo=print)
         data_dir = prepared_data(sources, tokenizer, tc.seq_len, settings["eval_fraction"],
                                  bool(settings["split_sentences"]), echo=print)
     train_data, eval_data, data_info = open_data(data_dir)

@@ -70,7 +70,7 @@ def cmd_build_vocab(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
-    sources = corpus_sources(args.corpus)
+    sources = corpus_sources(args.corpus, echo=print)
     lowercase = True if args.lowercase is None else args.lowercase
     tokens = build_vocab(corpus_lines(sources), args.vocab_size, do_lower_case=lowercase,
                          min_frequency=args.min_frequency, progress=lambda message: print(message, file=sys.stderr))
@@ -81,7 +81,7 @@ def cmd_build_vocab(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     lowercase = True if args.lowercase is None else args.lowercase
-    sources = corpus_sources(args.corpus)
+    sources = corpus_sources(args.corpus, echo=print)
     if args.vocab:
         tokenizer = Tokenizer.from_file(args.vocab, do_lower_case=lowercase)
     else:

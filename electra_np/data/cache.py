@@ -31,10 +31,11 @@ class CorpusError(ValueError):
     """A corpus that cannot be used (no file given, a file missing): nothing was written."""
 
 
-def corpus_sources(corpus: Sequence | None) -> list[CorpusSource]:
+def corpus_sources(corpus: Sequence | None, echo=None) -> list[CorpusSource]:
     """The corpus files as CorpusSource objects, each checked (exists, not empty, UTF-8 text).
-    corpus: a list of paths, or None for the embedded default corpus (default_corpus.py)."""
-    specs = [str(default_corpus_path())] if corpus is None else [str(c) for c in corpus]
+    corpus: a list of paths, or None for the embedded default corpus (default_corpus.py, which says through
+    echo when it is gathered)."""
+    specs = [str(default_corpus_path(echo))] if corpus is None else [str(c) for c in corpus]
     if not specs:
         raise CorpusError("no corpus file given")
     sources = []

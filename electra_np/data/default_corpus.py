@@ -137,13 +137,17 @@ def text_to_documents(text: str) -> list[list[str]]:
     return documents
 
 
-def default_corpus_path() -> Path:
-    """Path of the cached default corpus text for this Python; built and written if absent."""
+def default_corpus_path(echo=None) -> Path:
+    """Path of the cached default corpus text for this Python; built and written if absent (saying so through
+    echo first, when given: gathering the docstrings is the first run's longest silence before its first step)."""
     stdlib = sysconfig.get_paths()["stdlib"]
     key = hashlib.sha256(f"{sys.version}|{stdlib}".encode()).hexdigest()[:12]
     version = "py{}.{}.{}".format(*sys.version_info[:3])
     path = cache_dir() / f"stdlib_corpus-{version}-{key}.txt"
     if not path.is_file():
+        if echo:
+            echo(f"gathering the default corpus from the docstrings of Python's standard library (first run only; "
+                 f"cached in {path.parent})")
         atomic_write_text(path, documents_to_text(build_default_corpus_documents()))
     return path
 
