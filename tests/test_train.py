@@ -434,3 +434,16 @@ def test_first_run_note_and_steady_time_left(env, tmp_path, capsys, monkeypatch)
     assert "compiling the Numba kernels" not in capsys.readouterr().out
     assert steady_rate([(40.0, 4)]) == 10.0  # one window: its own rate
     assert steady_rate([(40.0, 4), (4.0, 4), (6.0, 4)]) == 10.0 / 8  # the compiling window left out
+
+
+def test_log_txt_holds_what_the_console_showed(env, tmp_path, capsys, monkeypatch):
+    """log.txt is the whole console output of the run: the vocabulary and data lines printed before the run
+    folder existed, the run's lines, and the closing summary (here on a corpus not seen before, so that the
+    vocabulary and the examples are built and announced)."""
+    corpus = tmp_path / "fresh.txt"
+    corpus.write_text(synthetic_text() + "\nanother line of fresh text for a new cache key\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["pretrain", "--corpus", str(corpus), "--out_dir", str(out), *SMALL, "--steps", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "building a " in shown and "preparing examples" in shown and "done: 2 steps" in shown
+    assert (out / run_dir.LOG_NAME).read_text(encoding="utf-8") == shown

@@ -24,7 +24,7 @@ from ..data.tokenizer import Tokenizer, vocab_sha256
 from ..train import checkpoint
 from ..train.config import OFFICIAL_WARMUP, TrainConfig, defaults
 from ..train.loop import train
-from ..train.report import format_summary
+from ..train.report import RunLog, format_summary
 from ..train.run_dir import CHECKPOINT_NAME, check_out_dir
 from ..train.state import resume_differences
 from .common import EXIT_INTERRUPTED, CliError, add_corpus_options
@@ -229,6 +229,17 @@ def build_configs(settings: dict, tokenizer: Tokenizer,
 
 # ----------------------------------------------------------------------------- the command
 
+class Console:
+    """print(), remembering the lines: those printed before the run folder exists reach its log.txt."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        print(line)
+        self.lines.append(line)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """settings -> vocabulary -> configs -> data -> train -> summary."""
     given = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
@@ -239,15 +250,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     settings, explicit, out_dir, meta = _run_settings(given, resume, overwrite)
     _budget_settings(settings, explicit, resume)
     data_meta = _prepared_meta(settings, explicit)
-    tokenizer, sources = _vocabulary(settings, explicit, meta, data_meta)
+    console = Console()  # what is printed before the run folder exists goes into its log.txt too
+    tokenizer, sources = _vocabulary(settings, explicit, meta, data_meta, console)
     model_config, pretraining, tc = build_configs(settings, tokenizer, explicit)
     _check_fit(out_dir, meta, model_config, pretraining, tc, tokenizer)
-    train_data, eval_data, data_info = _training_data(settings, tokenizer, tc, sources, data_meta)
+    train_data, eval_data, data_info = _training_data(settings, tokenizer, tc, sources, data_meta, console)
     summary = train(out_dir, model_config, pretraining, tc, tokenizer, train_data, eval_data, data_info,
-                    resume=resume, overwrite=overwrite, echo=print)
+                    resume=resume, overwrite=overwrite, echo=console, preface=console.lines)
     if summary["status"] == "finished":
+        log = RunLog(out_dir, print)
         for line in format_summary(summary, pretraining.objective == "electra"):
-            print(line)
+            log.line(line)
     return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0
 
 
@@ -291,7 +304,7 @@ def _prepared_meta(settings, explicit):
     return data_meta
 
 
-def _vocabulary(settings, explicit, meta, data_meta):
+def _vocabulary(settings, explicit, meta, data_meta, echo):
     """(tokenizer, corpus sources or None): the checkpoint's vocabulary, a --vocab file, the prepared folder's,
     or one learned from the corpus (cached). settings["vocab_size"] becomes the vocabulary's length."""
     lowercase = settings["lowercase"]
@@ -307,11 +320,11 @@ def _vocabulary(settings, explicit, meta, data_meta):
             lowercase = settings["lowercase"] = data_meta.get("do_lower_case", True)
         tokenizer = Tokenizer.from_file(Path(settings["data"]) / DATA_VOCAB, do_lower_case=lowercase)
     else:
-        sources = corpus_sources(settings["corpus"], echo=print)
+        sources = corpus_sources(settings["corpus"], echo=echo)
         vocab_size = settings.get("vocab_size", PRESETS[settings["preset"]].vocab_size)
-        tokenizer = vocab_for_corpus(sources, vocab_size, lowercase, echo=print)
+        tokenizer = vocab_for_corpus(sources, vocab_size, lowercase, echo=echo)
         if len(tokenizer) < vocab_size:
-            print(f"note: the corpus supports only {len(tokenizer)} of the {vocab_size} tokens asked for")
+            echo(f"note: the corpus supports only {len(tokenizer)} of the {vocab_size} tokens asked for")
     if "vocab_size" in explicit and explicit["vocab_size"] != len(tokenizer) and sources is None:
         raise CliError(f"--vocab_size {explicit['vocab_size']} but the vocabulary has {len(tokenizer)} tokens")
     settings["vocab_size"] = len(tokenizer)
@@ -332,14 +345,14 @@ def _check_fit(out_dir, meta, model_config, pretraining, tc, tokenizer):
                        f"pass --max_position_embeddings {tc.seq_len} or a shorter --seq_len")
 
 
-def _training_data(settings, tokenizer, tc, sources, data_meta):
+def _training_data(settings, tokenizer, tc, sources, data_meta, echo):
     """(train split, eval split, data_info): the --data folder, or the corpus prepared (cached)."""
     data_dir = settings.get("data")
     if data_dir is None:
         if sources is None:
-            sources = corpus_sources(settings["corpus"], echo=print)
+            sources = corpus_sources(settings["corpus"], echo=echo)
         data_dir = prepared_data(sources, tokenizer, tc.seq_len, settings["eval_fraction"],
-                                 bool(settings["split_sentences"]), echo=print)
+                                 bool(settings["split_sentences"]), echo=echo)
     train_data, eval_data, data_info = open_data(data_dir)
     if data_meta is not None and data_meta.get("vocab_sha256") != vocab_sha256(tokenizer.ids_to_tokens):
         raise CliError(f"the prepared data in {data_dir} was made with another vocabulary than the one given")

@@ -20,6 +20,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import atomic
@@ -42,7 +43,7 @@ from .state import RunState, last_good, restore_state, save_state, start_state
 
 def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingConfig, tc: TrainConfig,
           tokenizer: Tokenizer, train_data, eval_data=None, data_info: dict | None = None, resume: bool = False,
-          overwrite: bool = False, echo=print) -> dict:
+          overwrite: bool = False, echo=print, preface: Sequence[str] = ()) -> dict:
     """Pretrain (or, with resume=True, continue from out_dir/checkpoint.npz) and save the result.
 
     Inputs: model_config: ElectraConfig of the discriminator (vocab_size = len(tokenizer));
@@ -51,7 +52,8 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
             data_info: JSON-able description of the data (its "fingerprint" is checked on resume);
             tc.steps None (with tc.budget_minutes, a fresh run): set from a measured step time (budget.py);
             resume: continue out_dir's run; overwrite: replace the run in out_dir (else refused);
-            echo: called with each console line (None: silent).
+            echo: called with each console line (None: silent); preface: lines already shown that belong at the
+            top of this session's log.txt (the command's vocabulary and data steps).
     Returns: a summary dict (status "finished" | "stopped" | "interrupted", step, final eval, paths, demo).
     Raises: RunError on settings that do not fit (nothing written); TrainingDiverged on NaN/inf.
     """
@@ -62,13 +64,16 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
     data_info = data_info or {}
     backend = tc.backend or default_backend()
     state = start_state(setup, tc, train_data)
+    early = list(preface)  # shown before the run folder exists; written into log.txt once it does
     note = first_run_note(backend)
     if note and echo:
         echo(note)
+        early.append(note)
     budget_line = None
     if tc.steps is None and not resume:
         if echo:
             echo(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
+            early.append(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
         tc, budget_line = fit_budget(setup, tc, state.params, backend, train_data, eval_data)
     if resume:
         restore_state(state, out_dir / CHECKPOINT_NAME, setup, model_config, pretraining_config, tc, tokenizer,
@@ -79,6 +84,7 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
     out_dir.mkdir(parents=True, exist_ok=True)
     run_meta = write_run_record(out_dir, setup, tc, tokenizer, data_info)
     log = RunLog(out_dir, echo)
+    log.record(early)
     n_params = sum(p.size for p in state.params.values())
     for line in header_lines(setup, tc, tokenizer, n_params, len(train_data),
                              len(eval_data) if eval_data is not None else 0, backend, out_dir,

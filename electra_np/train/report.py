@@ -28,6 +28,11 @@ class RunLog:
         with open(self.out_dir / LOG_NAME, "a", encoding="utf-8") as f:
             f.write(text + "\n")
 
+    def record(self, lines) -> None:
+        """Lines already shown on the console (before log.txt existed): into log.txt only."""
+        with open(self.out_dir / LOG_NAME, "a", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
+
     def metrics(self, record: dict) -> None:
         with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
