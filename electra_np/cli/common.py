@@ -1,6 +1,8 @@
 """What every command shares: the exit codes, the user-error exception, and the corpus options."""
 
 import argparse
+import json
+from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
@@ -28,3 +30,14 @@ def add_corpus_options(p, vocab_help: bool = True) -> None:
                    help="split each line into sentences after . ! ? (and Chinese or Japanese 。！？) before packing "
                         "(for one-paragraph-per-line text, whose long lines are otherwise cut to one example) "
                         "(default: off)")
+
+
+def read_json_object(path) -> dict:
+    """A JSON file that must hold an object (a config.json, a run.json): one-line CliError otherwise."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: unreadable or not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise CliError(f"{path}: expected a JSON object")
+    return d

@@ -15,7 +15,6 @@ from one generator seeded by --seed.
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ from ..engine import BACKENDS, make_discriminator
 from ..masking import corrupt, gumbel_sample
 from ..model import generator_forward
 from ..train.render import join_pieces, render_html, render_text, summary
-from .common import CliError
+from .common import CliError, read_json_object
 
 DEFAULT_MODEL = "runs/electra-tiny"  # pretrain's default --out_dir
 
@@ -47,21 +46,13 @@ def find_folders(path) -> tuple[Path, Path | None, Path | None]:
         raise CliError(f"{path}: this run has no discriminator (an MLM-only run, or one that has not finished)")
     else:
         raise CliError(f"{path}: no discriminator here (expected config.json, or a run's discriminator/ folder)")
-    arch = (_read_json(disc / "config.json").get("architectures") or ["ElectraForPreTraining"])[0]
+    arch = (read_json_object(disc / "config.json").get("architectures") or ["ElectraForPreTraining"])[0]
     if arch != "ElectraForPreTraining":
         raise CliError(f"{disc}: architecture {arch} is not an ELECTRA discriminator (ElectraForPreTraining)")
     gen = run / "generator" if run and (run / "generator" / "config.json").is_file() else None
     return disc, gen, run
 
 
-def _read_json(path) -> dict:
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CliError(f"{path}: unreadable ({e})") from None
-    if not isinstance(d, dict):
-        raise CliError(f"{path}: expected a JSON object")
-    return d
 
 
 def load(folder, kind):
@@ -82,7 +73,7 @@ def load_tokenizer(disc: Path, run: Path | None, vocab=None, lowercase=None):
         raise CliError(f"{candidates[0]}: no vocab.txt (pass --vocab)")
     if lowercase is None:
         tc = disc / "tokenizer_config.json"
-        lowercase = _read_json(tc).get("do_lower_case", True) if tc.is_file() else True
+        lowercase = read_json_object(tc).get("do_lower_case", True) if tc.is_file() else True
     return Tokenizer.from_file(path, do_lower_case=lowercase)
 
 
@@ -142,7 +133,7 @@ def replace_tokens(gen, obj: PretrainingConfig, tokenizer, ids: np.ndarray, rng)
 
 def objective(run: Path | None, mask_prob: float | None) -> PretrainingConfig:
     """The run's masking and sampling settings (run.json), else the defaults; --mask_prob overrides."""
-    d = _read_json(run / "run.json").get("pretraining_config", {}) if run and (run / "run.json").is_file() else {}
+    d = read_json_object(run / "run.json").get("pretraining_config", {}) if run and (run / "run.json").is_file() else {}
     fields = PretrainingConfig.__dataclass_fields__
     obj = {k: v for k, v in d.items() if k in fields}
     if mask_prob is not None:

@@ -23,6 +23,7 @@ from ..config import ElectraConfig
 from ..data.labelled import Example, encode_examples, label_map, read_tsv
 from ..data.tokenizer import Tokenizer
 from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
+from .common import read_json_object
 
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
@@ -169,7 +170,7 @@ def _classifier(args):
     config_file = folder / "config.json"
     if f.is_file():
         meta = json.loads(f.read_text())
-    elif config_file.is_file() and "ElectraForSequenceClassification" in (_read_json(config_file).get("architectures")
+    elif config_file.is_file() and "ElectraForSequenceClassification" in (read_json_object(config_file).get("architectures")
                                                                           or []):
         meta = None
     else:
@@ -187,14 +188,6 @@ def _classifier(args):
     return config, params, labels, load_tokenizer(folder), meta
 
 
-def _read_json(path) -> dict:
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FinetuneError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise FinetuneError(f"{path}: expected a JSON object")
-    return d
 
 
 def _examples(args, cols):
