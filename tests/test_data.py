@@ -545,3 +545,29 @@ def test_the_first_gathering_of_the_default_corpus_is_announced(tmp_path, monkey
         out = capsys.readouterr().out
         assert ("gathering the default corpus" in out) is expected
         assert out.index("wrote") > (out.find("gathering") if expected else -1)
+
+
+def test_packing_losses_and_a_lopsided_held_out_split_are_reported(tmp_path, capsys):
+    """A corpus of long one-paragraph lines loses most of its tokens to packing, and a corpus of a few documents
+    holds out far more than asked: `prepare` says both, with the fix; meta.json counts the tokens."""
+    from electra_np.cli.main import main
+    from electra_np.data.dataset import preparation_warnings
+    from electra_np.data.tokenizer import Tokenizer
+
+    words = [f"w{i}" for i in range(40)]
+    tok = Tokenizer(SPECIALS + words)
+    tok.save(tmp_path / "vocab.txt")
+    rng = random.Random(0)
+    docs = ["\n".join(" ".join(rng.choice(words) for _ in range(300)) for _ in range(3)) for _ in range(4)]
+    (tmp_path / "long.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    assert main(["prepare", "--corpus", str(tmp_path / "long.txt"), "--vocab", str(tmp_path / "vocab.txt"),
+                 "--out_dir", str(tmp_path / "p"), "--seq_len", "32", "--eval_fraction", "0.02"]) == 0
+    out = capsys.readouterr().out
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["tokens_read"] == 4 * 3 * 300 and meta["tokens_packed"] < meta["tokens_read"] / 2
+    lost = 1 - meta["tokens_packed"] / meta["tokens_read"]
+    assert f"packing cut off {lost:.0%} of the corpus's 3,600 tokens" in out and "use --split_sentences" in out
+    assert "25% of the examples are held out where 2% was asked" in out and "this corpus has 4" in out
+    assert preparation_warnings(meta) == [line for line in out.splitlines() if line.startswith("warning: ")]
+    short = {**meta, "tokens_packed": meta["tokens_read"], "eval_fraction": 0.25}  # nothing lost, share as asked
+    assert preparation_warnings(short) == []

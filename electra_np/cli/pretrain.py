@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import ACTIVATIONS, PRESETS, ElectraConfig, PretrainingConfig, preset
 from ..data.cache import corpus_sources, open_data, prepared_data, vocab_for_corpus
 from ..data.dataset import VOCAB_NAME as DATA_VOCAB
-from ..data.dataset import load_meta
+from ..data.dataset import load_meta, preparation_warnings
 from ..data.tokenizer import Tokenizer, vocab_sha256
 from ..train import checkpoint
 from ..train.config import OFFICIAL_WARMUP, TrainConfig, defaults
@@ -354,6 +354,8 @@ def _training_data(settings, tokenizer, tc, sources, data_meta, echo):
         data_dir = prepared_data(sources, tokenizer, tc.seq_len, settings["eval_fraction"],
                                  bool(settings["split_sentences"]), echo=echo)
     train_data, eval_data, data_info = open_data(data_dir)
+    for line in preparation_warnings(load_meta(data_dir)):  # what packing lost, said on every run that uses it
+        echo(line)
     if data_meta is not None and data_meta.get("vocab_sha256") != vocab_sha256(tokenizer.ids_to_tokens):
         raise CliError(f"the prepared data in {data_dir} was made with another vocabulary than the one given")
     data_info["source"] = {

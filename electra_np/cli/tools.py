@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import ACTIVATIONS, ElectraConfig, PretrainingConfig
 from ..data.cache import corpus_lines, corpus_sources, source_specs, vocab_for_corpus
+from ..data.dataset import preparation_warnings
 from ..data.prepare import prepare_corpus
 from ..data.tokenizer import Tokenizer, build_vocab
 from ..gradcheck import check_electra
@@ -92,6 +93,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     s = meta["splits"]
     print(f"wrote {args.out_dir}: {s['train']['examples']:,} training and {s['eval']['examples']:,} held-out "
           f"examples of {args.seq_len} tokens, vocabulary of {meta['vocab_size']} tokens")
+    for line in preparation_warnings(meta):
+        print(line)
     return 0
 
 

@@ -163,3 +163,27 @@ class BatchSampler:
         sampler = cls(state["n"], state["batch_size"], state["seed"], state["drop_last"])
         sampler.set_state(state)
         return sampler
+
+
+TRUNCATION_WARN = 0.10  # a prepared corpus that lost more than this share of its tokens to packing is reported
+
+
+def preparation_warnings(meta: dict) -> list[str]:
+    """What a prepared corpus lost without a word, as warning lines naming the fix: tokens cut off by packing
+    (lines longer than an example), and a held-out share far from the one asked for (the held-out split takes
+    whole documents, so a corpus of a few long documents holds out much more or nothing)."""
+    warnings = []
+    read, packed = meta.get("tokens_read"), meta.get("tokens_packed")
+    if read and (read - packed) / read > TRUNCATION_WARN:
+        hint = ("use --split_sentences (its lines are paragraphs)" if not meta.get("split_sentences") else
+                "its sentences are longer than an example: use a longer --seq_len")
+        warnings.append(f"warning: packing cut off {(read - packed) / read:.0%} of the corpus's {read:,} tokens (lines "
+                        f"longer than the {meta['max_seq_length']}-token examples lose their ends); {hint}")
+    asked, splits = meta.get("eval_fraction", 0.0), meta.get("splits", {})
+    total = sum(s["examples"] for s in splits.values())
+    held = splits.get("eval", {}).get("examples", 0) / total if total else 0.0
+    if asked and (held > 2 * asked + 0.01 or held < asked / 2):
+        warnings.append(f"warning: {held:.0%} of the examples are held out where {asked:.0%} was asked: the held-out "
+                        f"split takes whole documents, and this corpus has {meta.get('documents')} (separate "
+                        "documents with blank lines, or pass another --eval_fraction)")
+    return warnings

@@ -170,8 +170,8 @@ def _pack(sources: list[CorpusSource], encoder: WordCachedEncoder, builder: Exam
           writers: dict[str, _SplitWriter], first_eval_doc: int, cls_id: int, sep_id: int,
           report: _Progress) -> tuple[int, int]:
     """The second pass: every line encoded and packed, each example written to its document's split.
-    Returns: (lines, examples)."""
-    done_bytes, lines, examples, doc = 0, 0, 0, -1
+    Returns: (lines, examples, tokens read, tokens packed): the difference is what packing cut off."""
+    done_bytes, lines, examples, doc, read, packed = 0, 0, 0, -1, 0, 0
     in_doc = False
     for source in sources:
         for _, end, line in source.events():
@@ -182,14 +182,16 @@ def _pack(sources: list[CorpusSource], encoder: WordCachedEncoder, builder: Exam
                     doc, in_doc = doc + 1, True
                 ids = encoder.encode(line)
                 lines += 1
+                read += len(ids)
             example = builder.add_line(ids)
             if example is not None:
                 row, n_type0 = example_row(example[0], example[1], cls_id, sep_id)
                 writers["eval" if doc >= first_eval_doc else "train"].add(row, n_type0, doc)
                 examples += 1
+                packed += len(example[0]) + len(example[1])
             report(done_bytes + end, lines, examples)
         done_bytes += source.bytes
-    return lines, examples
+    return lines, examples, read, packed
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
@@ -212,7 +214,8 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
     callable taking a dict (bytes, total_bytes, fraction, lines, examples, lines_per_s, eta).
     Returns: the meta dict written to `out_dir/meta.json`: the settings, special ids, vocab_size
     and vocab_sha256, `lines` (packing units: sentences when split), `documents`, `eval_documents`,
-    `splits[split]` = {examples, documents, tokens (non-pad), single_segment}, and `sources`
+    `splits[split]` = {examples, documents, tokens (non-pad), single_segment}, `tokens_read` and
+    `tokens_packed` (the text's tokens, and those the examples kept), and `sources`
     (absolute path, bytes, mtime_ns, TSV column of each input).
     Raises: FileNotFoundError / ValueError before writing anything on bad input or settings.
     """
@@ -234,8 +237,8 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
             writers = {split: _SplitWriter(tmp, split, ids_dtype, T, pad_id) for split in SPLITS}
             encoder = WordCachedEncoder(tokenizer, enabled=cache_words)
             report = _Progress(sum(s.bytes for s in sources), progress)
-            lines, examples = _pack(sources, encoder, ExampleBuilder(T, random.Random(seed)), writers,
-                                    n_docs - n_eval_docs, cls_id, sep_id, report)
+            lines, examples, read, packed = _pack(sources, encoder, ExampleBuilder(T, random.Random(seed)), writers,
+                                                  n_docs - n_eval_docs, cls_id, sep_id, report)
             counts = {split: writer.close() for split, writer in writers.items()}
             if counts["train"]["examples"] == 0:
                 raise ValueError(f"corpus too small: {lines} line(s) made no training example")
@@ -252,6 +255,7 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
                 "word_cache": encoder.enabled,
                 "lines": lines, "documents": n_docs, "eval_documents": n_eval_docs,
                 "splits": counts, "sources": [s.describe() for s in sources],
+                "tokens_read": read, "tokens_packed": packed,
             }
             (tmp / VOCAB_NAME).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
