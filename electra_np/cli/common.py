@@ -41,3 +41,21 @@ def read_json_object(path) -> dict:
     if not isinstance(d, dict):
         raise CliError(f"{path}: expected a JSON object")
     return d
+
+
+def folder_tokenizer(folder, vocab=None, lowercase: bool | None = None):
+    """The tokenizer of a model folder: `vocab` if given, else the folder's vocab.txt, else its run's (the folder
+    above); lowercasing and accent stripping as its tokenizer_config.json records them (lowercase on when it
+    says nothing), unless `lowercase` is given (accents then follow it, as in BERT)."""
+    from ..data.tokenizer import Tokenizer
+
+    folder = Path(folder)
+    candidates = [Path(vocab)] if vocab else [folder / "vocab.txt", folder.parent / "vocab.txt"]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise CliError(f"{candidates[0]}: no vocab.txt here or in its run folder (pass --vocab)")
+    config = folder / "tokenizer_config.json"
+    d = read_json_object(config) if config.is_file() else {}
+    if lowercase is not None:
+        return Tokenizer.from_file(path, do_lower_case=lowercase)
+    return Tokenizer.from_file(path, do_lower_case=d.get("do_lower_case", True), strip_accents=d.get("strip_accents"))

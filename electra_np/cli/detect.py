@@ -27,7 +27,7 @@ from ..engine import BACKENDS, make_discriminator
 from ..masking import corrupt, gumbel_sample
 from ..model import generator_forward
 from ..train.render import join_pieces, render_html, render_text, summary
-from .common import CliError, read_json_object
+from .common import CliError, folder_tokenizer, read_json_object
 
 DEFAULT_MODEL = "runs/electra-tiny"  # pretrain's default --out_dir
 
@@ -61,20 +61,6 @@ def load(folder, kind):
 
     config, params, _ = hf.from_pretrained(folder, kind=kind)
     return config, params
-
-
-def load_tokenizer(disc: Path, run: Path | None, vocab=None, lowercase=None):
-    """The folder's vocab.txt (else the run's); lowercasing as its tokenizer_config.json says (default on)."""
-    from ..data.tokenizer import Tokenizer
-
-    candidates = [Path(vocab)] if vocab else [disc / "vocab.txt"] + ([run / "vocab.txt"] if run else [])
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise CliError(f"{candidates[0]}: no vocab.txt (pass --vocab)")
-    if lowercase is None:
-        tc = disc / "tokenizer_config.json"
-        lowercase = read_json_object(tc).get("do_lower_case", True) if tc.is_file() else True
-    return Tokenizer.from_file(path, do_lower_case=lowercase)
 
 
 def read_sentences(args) -> list[str]:
@@ -145,7 +131,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     disc, gen_folder, run = find_folders(args.model)
     sentences = read_sentences(args)
     config, w = load(disc, "discriminator")
-    tokenizer = load_tokenizer(disc, run, args.vocab, args.lowercase)
+    tokenizer = folder_tokenizer(disc, args.vocab, args.lowercase)
     if len(tokenizer) != config.vocab_size:
         raise CliError(f"the vocabulary has {len(tokenizer)} tokens but the discriminator's vocab_size is "
                        f"{config.vocab_size}")

@@ -12,14 +12,12 @@ installed exports too; writing model.safetensors needs that extra. The folder is
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .. import hf
-from ..data.tokenizer import Tokenizer
-from .common import CliError
+from .common import CliError, folder_tokenizer
 
 WHAT = {"discriminator": "discriminator", "generator": "generator", "classifier": "classifier"}  # --what -> kind
 AUTO_CLASS = {"discriminator": "AutoModelForPreTraining", "generator": "AutoModelForMaskedLM",
@@ -61,16 +59,6 @@ def source_folder(path: Path, what: str | None) -> tuple[Path, str]:
     return folder, kind
 
 
-def source_tokenizer(folder: Path) -> Tokenizer:
-    """The folder's vocab.txt (else its run's), with the lowercasing its tokenizer_config.json records."""
-    vocab = next((f for f in (folder / hf.VOCAB_NAME, folder.parent / hf.VOCAB_NAME) if f.is_file()), None)
-    if vocab is None:
-        raise CliError(f"{folder}: no vocab.txt here or in its run folder; the export needs the vocabulary")
-    tc = folder / hf.TOKENIZER_CONFIG_NAME
-    d = json.loads(tc.read_text(encoding="utf-8")) if tc.is_file() else {}
-    return Tokenizer.from_file(vocab, do_lower_case=d.get("do_lower_case", True), strip_accents=d.get("strip_accents"))
-
-
 def check_out(out: Path, given: Path, overwrite: bool) -> None:
     """--out may not be, hold or sit inside the input; an existing non-empty one needs --overwrite."""
     out, given = out.resolve(), given.resolve()
@@ -91,7 +79,7 @@ def cmd_export(args: argparse.Namespace, echo=print) -> int:
     given, out = Path(args.model), Path(args.out)
     folder, kind = source_folder(given, args.what)
     check_out(out, given, args.overwrite)
-    tokenizer = source_tokenizer(folder)
+    tokenizer = folder_tokenizer(folder)
     config, params, _ = hf.from_pretrained(folder, kind=kind, dtype=DTYPES[args.dtype], vocab_size=len(tokenizer))
     extra = None
     if kind == "classifier":

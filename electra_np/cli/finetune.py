@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import hf
 from ..atomic import atomic_folder, atomic_write_text
 from ..config import ElectraConfig
 from ..data.labelled import Example, encode_examples, label_map, read_tsv
 from ..data.tokenizer import Tokenizer
 from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
-from .common import read_json_object
+from .common import folder_tokenizer, read_json_object
 
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
@@ -61,21 +62,13 @@ def load_model(path) -> tuple[ElectraConfig, dict, dict]:
         except (ValueError, OSError, EOFError) as e:
             raise FinetuneError(f"{folder / 'model.npz'}: unreadable ({e})") from None
     else:
-        from .. import hf
-
         config, params, _ = hf.from_pretrained(folder)
     return config, params, d
 
 
 def load_tokenizer(folder, vocab=None, lowercase: bool | None = None) -> Tokenizer:
-    folder = model_folder(folder)
-    path = Path(vocab) if vocab else folder / "vocab.txt"
-    if not path.is_file():
-        raise FinetuneError(f"{path}: no vocab.txt (pass --vocab)")
-    if lowercase is None:
-        tc = folder / "tokenizer_config.json"
-        lowercase = json.loads(tc.read_text()).get("do_lower_case", True) if tc.is_file() else True
-    return Tokenizer.from_file(path, do_lower_case=lowercase)
+    """The tokenizer of a discriminator or classifier folder, or of a run (its discriminator's)."""
+    return folder_tokenizer(model_folder(folder), vocab, lowercase)
 
 
 def read_examples(args: argparse.Namespace, path) -> list:
@@ -103,8 +96,7 @@ def save_classifier(out_dir, config: ElectraConfig, params: dict, tokenizer: Tok
     with atomic_folder(out_dir) as tmp:
         np.savez(tmp / "model.npz", **params)
         (tmp / "config.json").write_text(json.dumps(d, indent=2) + "\n")
-        tokenizer.save(tmp / "vocab.txt")
-        (tmp / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": tokenizer.do_lower_case}) + "\n")
+        hf.write_tokenizer(tmp, tokenizer, config.max_position_embeddings)  # the same files as a run's model folders
         (tmp / "finetune.json").write_text(json.dumps({"recipe": fc.__dict__, "columns": columns}, indent=2) + "\n")
         (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         if hf_head:
@@ -113,9 +105,7 @@ def save_classifier(out_dir, config: ElectraConfig, params: dict, tokenizer: Tok
 
 def _save_hf_weights(folder, config, params, d):
     """model.safetensors beside model.npz (the folder's own config.json stays), when electra_np.hf can."""
-    try:
-        from .. import hf
-
+    try:  # ImportError: safetensors (the hf extra) is not installed
         hf.save_pretrained(folder / "hf", config, params, "classifier", {"id2label": d["id2label"],
                                                                         "label2id": d["label2id"]})
     except ImportError:
