@@ -60,15 +60,23 @@ def head_of(params):
     raise ValueError("params hold no classification head (no classifier.out_proj.weight or classifier.weight)")
 
 
-def init_classifier(encoder_params, config, num_labels, head="hf", seed=0):
+def init_classifier(encoder_params, config, num_labels, head="hf", seed=0, keep_head=False):
     """Start fine-tuning: the "electra.*" tensors of any checkpoint (a discriminator, usually) are copied,
     a fresh head is drawn as HF's _init_weights does (weights ~ N(0, initializer_range), biases 0), and
-    every other tensor (the discriminator's replaced-token head) is dropped."""
+    every other tensor (the discriminator's replaced-token head) is dropped. keep_head: encoder_params is a
+    classifier whose head (head_of: `head` with num_labels classes) is copied instead of drawn, to train on."""
     enc = {k: v for k, v in encoder_params.items() if k.startswith("electra.")}
     check_params(enc, encoder_shapes(config), what="encoder params")
     dtype = enc[WORD].dtype
     params = {k: np.array(v) for k, v in enc.items()}
-    params.update(init_params(head_shapes(config, num_labels, head), config.initializer_range, seed, dtype))
+    shapes = head_shapes(config, num_labels, head)
+    if not keep_head:
+        params.update(init_params(shapes, config.initializer_range, seed, dtype))
+        return params
+    if head_of(encoder_params) != (head, num_labels):
+        raise ValueError(f"the classifier's head (layout, labels) is {head_of(encoder_params)}, not "
+                         f"{(head, num_labels)}")
+    params.update({k: np.array(encoder_params[k], dtype) for k in shapes})
     return params
 
 
@@ -186,8 +194,8 @@ class ReferenceClassifier:
     def __init__(self, config):
         self.config = config
 
-    def step(self, params, batch, labels, rng=None, train=True):
-        loss, metrics, cache = classification_forward(params, self.config, batch, labels, rng, train=train)
+    def step(self, params, batch, labels, rng=None, train=True, p_head=None):
+        loss, metrics, cache = classification_forward(params, self.config, batch, labels, rng, train, p_head)
         return loss, metrics, classification_backward(cache)
 
     def logits(self, params, batch):

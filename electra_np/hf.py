@@ -96,9 +96,24 @@ def _weights_file(path):
 
 
 def _read_safetensors(file):
+    """The tensors of a .safetensors file; bfloat16 ones (NumPy has no such type) as float32."""
     st = _safetensors_numpy()
     try:
-        return st.load_file(file)
+        with open(file, "rb") as f:  # the layout: an 8-byte little-endian length, the JSON header, the data
+            header_bytes = f.read(int.from_bytes(f.read(8), "little"))
+        if b'"BF16"' not in header_bytes:
+            return st.load_file(file)
+        from safetensors import safe_open
+
+        header = json.loads(header_bytes)
+        with safe_open(file, framework="np") as f:
+            out = {k: f.get_tensor(k) for k in f.keys() if header[k]["dtype"] != "BF16"}
+        for k, info in header.items():
+            if k != "__metadata__" and info["dtype"] == "BF16":  # bfloat16: the upper 16 bits of a float32
+                begin, end = info["data_offsets"]
+                bits = np.fromfile(file, np.dtype("<u2"), (end - begin) // 2, offset=8 + len(header_bytes) + begin)
+                out[k] = (bits.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+        return out
     except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
         raise ValueError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from None
 
@@ -147,15 +162,17 @@ def load_state_dict(path: PathLike) -> tuple[dict[str, np.ndarray], str]:
     return _read_torch(file), file
 
 
-def from_pretrained(path: PathLike, kind: str | None = None, dtype=np.float32,
+def from_pretrained(path: PathLike, kind: str | None = None, dtype=None,
                     vocab_size: int | Sized | None = None) -> tuple[ElectraConfig, Params, str]:
     """Load a Hugging Face ELECTRA checkpoint folder.
 
     Inputs:  path: folder with config.json and model.safetensors / pytorch_model.bin; kind: None to take it
              from config["architectures"] (else from the parameter names), or one of KINDS to insist on it
-             ("encoder" reads the encoder of any ELECTRA checkpoint); dtype: cast every tensor to it (None keeps
-             the stored dtype); vocab_size: an int or a tokenizer (len() / .vocab_size) the checkpoint must match
-    Returns: (ElectraConfig, params dict keyed by HF names, kind)
+             ("encoder" reads the encoder of any ELECTRA checkpoint); dtype: cast every tensor to it, or None
+             (the default) to keep what the file holds: float32 stays float32 and float64 stays float64, while
+             float16 and bfloat16 become float32 (load_dtype); vocab_size: an int or a tokenizer (len() /
+             .vocab_size) the checkpoint must match
+    Returns: (ElectraConfig, params dict keyed by HF names, kind); every tensor a writable copy
     """
     d = read_config(path)
     config_file = os.path.join(path, CONFIG_NAME)
@@ -172,11 +189,20 @@ def from_pretrained(path: PathLike, kind: str | None = None, dtype=np.float32,
     sd, file = load_state_dict(path)
     kind = kind or kind_from_keys(sd)
     params = from_hf_names(sd, kind, file, tied=d.get("tie_word_embeddings", True))
-    if dtype is not None:  # a writable copy; integer tensors are left for check_params to refuse
-        params = {k: np.array(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else v
-                  for k, v in params.items()}
+    dtype = load_dtype(params.values()) if dtype is None else dtype
+    # a writable copy of every float tensor; integer tensors are left for check_params to refuse
+    params = {k: np.array(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in params.items()}
     check_params(params, kind_shapes(config, kind, num_labels(d)), what=f"{file} ({KINDS[kind]} tensors)")
     return config, params, kind
+
+
+def load_dtype(tensors: Iterable[np.ndarray]) -> np.dtype | None:
+    """The dtype from_pretrained keeps a checkpoint's float tensors in: theirs, but at least float32 (training
+    and the fast path's kernels run in float32 or float64 only, and the reference ops would compute softmax,
+    LayerNorm and the gradients in half precision), the widest when a file mixes them. None: no float tensor."""
+    kept = {max(np.dtype(t.dtype), np.dtype(np.float32), key=lambda d: d.itemsize)
+            for t in tensors if np.issubdtype(t.dtype, np.floating)}
+    return max(kept, key=lambda d: d.itemsize) if kept else None
 
 
 # ----------------------------------------------------------------------------- writing
@@ -322,7 +348,8 @@ def load_pretraining_pair(disc_path: PathLike, gen_path: PathLike, objective: Pr
     The generator's config comes from its own config.json, not from objective.generator_hidden_size (the
     released small generator is as wide as its discriminator). The two must agree on the shared embeddings'
     shapes; if their values differ, the discriminator's are kept, with a warning. Special token ids: given,
-    else read from vocab.txt / tokenizer.json in either folder.
+    else read from vocab.txt / tokenizer.json in either folder. dtype: the pretraining dtype both are cast to
+    (float32, what runs train in, unless given; None keeps the files' as from_pretrained does).
     Returns: (Electra setup, joint params dict)
     """
     if objective.objective != "electra":

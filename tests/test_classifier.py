@@ -147,6 +147,23 @@ def test_init_classifier_from_discriminator():
         assert not bias.any()
 
 
+def test_init_classifier_keeps_a_classifiers_head():
+    """keep_head copies the head of a classifier (its layout and class count checked) instead of drawing one."""
+    disc = init_params(discriminator_shapes(CONFIG), CONFIG.initializer_range, seed=1)
+    trained = init_classifier(disc, CONFIG, 3, "hf", seed=7)
+    trained["classifier.out_proj.bias"] += 0.5
+    kept = init_classifier(trained, CONFIG, 3, "hf", seed=0, keep_head=True)
+    assert set(kept) == set(trained)
+    for k in kept:
+        np.testing.assert_array_equal(kept[k], trained[k])
+        assert kept[k] is not trained[k]
+    assert not np.array_equal(init_classifier(trained, CONFIG, 3, "hf", seed=0)["classifier.dense.weight"],
+                              trained["classifier.dense.weight"])  # without keep_head: a fresh draw
+    for head, labels in (("official", 3), ("hf", 2)):
+        with pytest.raises(ValueError, match=r"head \(layout, labels\) is \('hf', 3\)"):
+            init_classifier(trained, CONFIG, labels, head, keep_head=True)
+
+
 def test_bad_labels_refused():
     disc = init_params(discriminator_shapes(CONFIG), CONFIG.initializer_range, seed=1)
     params = init_classifier(disc, CONFIG, 3, "official")

@@ -1,6 +1,7 @@
 """The `electra-np` command: --help everywhere, gradcheck, the small subcommands, settings from a JSON file,
 and every kind of bad input: a one-line error, exit code 2, and nothing overwritten."""
 
+import argparse
 import hashlib
 import json
 import random
@@ -80,16 +81,55 @@ def fails(capsys, argv, *words, folder=None):
 
 # ----------------------------------------------------------------------------- help and gradcheck
 
-@pytest.mark.parametrize("command", ["pretrain", "build-vocab", "prepare", "gradcheck"])
+COMMANDS = ["pretrain", "build-vocab", "prepare", "gradcheck", "finetune", "evaluate", "predict", "detect", "plot",
+            "export"]
+NO_DEFAULT = {"--config", "--data", "--budget_minutes", "--task", "--text_b_column", "--file", "--html", "--generator"}
+
+
+def test_the_command_list_is_complete(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(c in out for c in COMMANDS)
+    assert sorted(next(a for a in cli.build_parser()._actions if a.dest == "command").choices) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help(capsys, command):
+    """A description; every option documented, saying its default where it has one, once, never 'None'."""
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
     assert e.value.code == 0
-    assert f"electra-np {command}" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"electra-np {command}" in text and "(default: None)" not in text and "(default: False)" not in text
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
-    undocumented = [a.option_strings for a in sub._actions if a.option_strings and not a.help]
-    assert not undocumented
+    assert len(sub.description or "") > 80
+    formatter = sub._get_formatter()
+    for a in sub._actions:
+        if not a.option_strings or a.dest == "help":
+            continue
+        assert a.help, a.option_strings
+        shown = formatter._expand_help(a)
+        assert shown.count("(default") <= 1, shown
+        if isinstance(a, argparse.BooleanOptionalAction):
+            assert "(default: " in shown, shown  # on or off unless given
+        elif not (a.required or a.nargs == 0 or set(a.option_strings) & NO_DEFAULT):  # nargs 0: a flag, off
+            assert "default" in shown.lower() or "presets:" in shown, (a.option_strings, shown)
+
+
+def test_pretrain_help_states_each_presets_objective(capsys):
+    """--mask_prob and --temperature say the tiny preset's values (the default) and the paper's (small, base)."""
+    from electra_np.cli.pretrain import PRESET_OBJECTIVE
+    from electra_np.config import PretrainingConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    tiny, paper = PRESET_OBJECTIVE["tiny"], PretrainingConfig()
+    assert f"(default: {tiny['mask_prob']:g} with the tiny preset, the default; {paper.mask_prob:g}, the paper's" in text
+    assert f"(default: {tiny['temperature']:g} with the tiny preset, the default; {paper.temperature:g}, the" in text
+    assert f"{paper.mask_prob:.0%} in the paper, {tiny['mask_prob']:.0%} in the tiny preset" in text
 
 
 def test_pretrain_help_names_the_issue_options(capsys):

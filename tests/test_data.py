@@ -228,6 +228,53 @@ def test_eval_split_is_the_trailing_documents(synthetic):
     assert starts[first_eval] >= 0.9 * len(text) > starts[first_eval - 1]
 
 
+def uneven_corpus(path, lines_per_doc, seed=0):
+    """Documents of the given numbers of lines (3..20 words each), every word a token of its own (d{d}l{l}w{j})."""
+    rng = random.Random(seed)
+    vocab, docs = list(SPECIALS), []
+    for d, n in enumerate(lines_per_doc):
+        lines = [" ".join(f"d{d}l{ln}w{j}" for j in range(rng.randint(3, 20))) for ln in range(n)]
+        vocab += [w for line in lines for w in line.split()]
+        docs.append("\n".join(lines))
+    Path(path).write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return WordTokenizer(vocab)
+
+
+@pytest.mark.parametrize("lines_per_doc, fraction", [((4, 30, 400), 0.1), ((400, 30, 4), 0.3), ((250,), 0.05)],
+                         ids=["the long one last", "the long one first", "one document"])
+def test_few_uneven_documents_are_held_out_by_examples(tmp_path, lines_per_doc, fraction):
+    """Whole documents would hold out ~93%, ~9% or nothing (a lone document) where 10%, 30% or 5% is asked: the
+    last round(fraction * N) examples in text order are held out instead, and meta.json says so. The examples
+    are those of an unsplit preparation (same seed), each in exactly one split."""
+    tok = uneven_corpus(tmp_path / "c.txt", lines_per_doc)
+    meta = prepare_corpus([tmp_path / "c.txt"], tok, tmp_path / "p", max_seq_length=32, eval_fraction=fraction,
+                          progress=False)
+    whole = prepare_corpus([tmp_path / "c.txt"], tok, tmp_path / "all", max_seq_length=32, eval_fraction=0,
+                           progress=False)
+    assert meta["held_out_by"] == "examples" and whole["held_out_by"] == "documents"
+    ids = {s: np.load(tmp_path / "p" / f"{s}.ids.npy") for s in SPLITS}
+    types = {s: np.load(tmp_path / "p" / f"{s}.types.npy") for s in SPLITS}
+    N = len(ids["train"]) + len(ids["eval"])
+    assert N == whole["splits"]["train"]["examples"] > 50
+    assert len(ids["eval"]) == round(fraction * N) and abs(len(ids["eval"]) / N - fraction) <= 0.5 / N
+    np.testing.assert_array_equal(np.concatenate([ids["train"], ids["eval"]]), np.load(tmp_path / "all" / "train.ids.npy"))
+    np.testing.assert_array_equal(np.concatenate([types["train"], types["eval"]]),
+                                  np.load(tmp_path / "all" / "train.types.npy"))
+    rows = {s: {r.tobytes() for r in ids[s]} for s in SPLITS}
+    assert not rows["train"] & rows["eval"] and len(rows["train"]) + len(rows["eval"]) == N  # no row twice
+    tokens = {s: {t for t in ids[s].ravel().tolist() if t > SEP} for s in SPLITS}
+    assert not tokens["train"] & tokens["eval"]  # every token is one word of the text: no line in both splits
+    for s in SPLITS:
+        docs = {tok.ids_to_tokens[t].split("l")[0] for t in tokens[s]}
+        assert meta["splits"][s] == {"examples": len(ids[s]), "documents": len(docs),
+                                     "tokens": int((ids[s] != PAD).sum()),
+                                     "single_segment": int((types[s].max(1) == 0).sum())}
+    assert meta["eval_documents"] == meta["splits"]["eval"]["documents"] and meta["documents"] == len(lines_per_doc)
+    train, held_out = PretrainingData(tmp_path / "p", "train"), PretrainingData(tmp_path / "p", "eval")
+    assert (len(train), len(held_out)) == (N - len(ids["eval"]), len(ids["eval"]))
+    assert is_prepared_for(tmp_path / "p", [tmp_path / "c.txt"], tok, 32, 0, fraction)  # the cache finds it
+
+
 def test_memmap_round_trip_and_batches(synthetic):
     folder, tok, where, meta = synthetic
     train = PretrainingData(folder / "prepared")
@@ -387,7 +434,7 @@ def test_corpus_too_small(tmp_path):
     with pytest.raises(ValueError, match="corpus too small: 2 line"):
         prepare_corpus([tmp_path / "no_tokens.txt"], tok, tmp_path / "new" / "out", progress=False)
     (tmp_path / "tiny_eval.txt").write_text("a a a\n\n!!\n", encoding="utf-8")  # the held-out doc makes nothing
-    with pytest.raises(ValueError, match="held-out document"):
+    with pytest.raises(ValueError, match="2 document\\(s\\) made 1 example\\(s\\), too few to hold any out"):
         prepare_corpus([tmp_path / "tiny_eval.txt"], tok, tmp_path / "out", progress=False)
     assert_nothing_written(tmp_path, ["one_doc.txt", "no_tokens.txt", "tiny_eval.txt"])
     meta = prepare_corpus([tmp_path / "one_doc.txt"], tok, tmp_path / "out", eval_fraction=0, progress=False)
@@ -549,7 +596,8 @@ def test_the_first_gathering_of_the_default_corpus_is_announced(tmp_path, monkey
 
 def test_packing_losses_and_a_lopsided_held_out_split_are_reported(tmp_path, capsys):
     """A corpus of long one-paragraph lines loses most of its tokens to packing, and a corpus of a few documents
-    holds out far more than asked: `prepare` says both, with the fix; meta.json counts the tokens."""
+    holds out examples instead of whole documents: `prepare` says both, the first with the fix; meta.json counts
+    the tokens. A folder prepared before that, holding out far more than asked, gets a warning."""
     from electra_np.cli.main import main
     from electra_np.data.dataset import preparation_warnings
     from electra_np.data.tokenizer import Tokenizer
@@ -567,7 +615,13 @@ def test_packing_losses_and_a_lopsided_held_out_split_are_reported(tmp_path, cap
     assert meta["tokens_read"] == 4 * 3 * 300 and meta["tokens_packed"] < meta["tokens_read"] / 2
     lost = 1 - meta["tokens_packed"] / meta["tokens_read"]
     assert f"packing cut off {lost:.0%} of the corpus's 3,600 tokens" in out and "use --split_sentences" in out
-    assert "25% of the examples are held out where 2% was asked" in out and "this corpus has 4" in out
-    assert preparation_warnings(meta) == [line for line in out.splitlines() if line.startswith("warning: ")]
-    short = {**meta, "tokens_packed": meta["tokens_read"], "eval_fraction": 0.25}  # nothing lost, share as asked
+    assert meta["held_out_by"] == "examples" and meta["splits"]["eval"]["examples"] == 1  # 2% of 12, at least 1
+    assert "note: held out the last 1 of the 12 examples (8.3%; 2.0% asked) rather than whole documents: the " \
+           "corpus's 4 document(s) are too few" in out
+    assert preparation_warnings(meta) == [line for line in out.splitlines() if line.startswith(("warning: ", "note: "))]
+    old = {**meta, "splits": {"train": {"examples": 9}, "eval": {"examples": 3}}}  # whole documents, as before
+    del old["held_out_by"]
+    assert "warning: 25% of the examples are held out where 2% was asked: this folder holds out whole documents, " \
+           "of which the corpus has 4; prepare it again" in preparation_warnings(old)[-1]
+    short = {**old, "tokens_packed": meta["tokens_read"], "eval_fraction": 0.25}  # nothing lost, share as asked
     assert preparation_warnings(short) == []

@@ -53,12 +53,12 @@ def labels_for(C, B, seed=0):
     return rng.normal(size=B) if C == 1 else rng.integers(0, C, B)
 
 
-def compare(cfg, params, batch, labels, tol, train=True, steps=1, seed=5):
+def compare(cfg, params, batch, labels, tol, train=True, steps=1, seed=5, p_head=None):
     ref, fast = make_classifier(cfg, "numpy"), make_classifier(cfg, "fast")
     r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
     for _ in range(steps):
-        assert_same_step(fast.step(params, batch, labels, r2, train=train),
-                         ref.step(params, batch, labels, r1, train=train), tol, grad_floor=1.0)
+        assert_same_step(fast.step(params, batch, labels, r2, train=train, p_head=p_head),
+                         ref.step(params, batch, labels, r1, train=train, p_head=p_head), tol, grad_floor=1.0)
     assert r1.random() == r2.random()  # the same number of draws from rng
     np.testing.assert_allclose(fast.logits(params, batch), ref.logits(params, batch), rtol=tol, atol=tol)
 
@@ -69,6 +69,17 @@ def test_fast_step_equals_reference_float64_with_dropout(head, C):
     cfg = make_config()
     params, batch = make_params(cfg, C, head, np.float64), make_batch()
     compare(cfg, params, batch, labels_for(C, 3), 1e-10, steps=2)
+
+
+@pytest.mark.parametrize("head", ["official", "hf"])
+def test_a_head_dropout_of_its_own_is_the_same_on_both_paths(head):
+    """p_head (Hugging Face's classifier_dropout) reaches the head on both paths, and changes the step."""
+    cfg = make_config()
+    params, batch, labels = make_params(cfg, 3, head, np.float64), make_batch(), labels_for(3, 3)
+    compare(cfg, params, batch, labels, 1e-10, steps=2, p_head=0.6)
+    losses = [float(make_classifier(cfg, "fast").step(params, batch, labels, np.random.default_rng(5), p_head=p)[0])
+              for p in (None, 0.6)]
+    assert losses[0] != losses[1]
 
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new"])
@@ -143,16 +154,19 @@ def test_finetune_loop_is_the_same_on_both_backends():
         ex = [(ids, [0] * len(ids)) for (ids,) in ex]
         data.append((ex, np.array([int(7 in ids) for ids, _ in ex])))
     out = {}
-    for backend in ("numpy", "fast"):
-        fc = FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=8, seed=3, backend=backend, clip_norm=0.5)
+    for backend, head_dropout in (("numpy", None), ("fast", None), ("numpy", 0.5), ("fast", 0.5)):
+        fc = FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=8, seed=3, backend=backend, clip_norm=0.5,
+                            head_dropout=head_dropout)
         best, history = finetune(enc, cfg, 2, data[0], data[1], fc, PAD, log=lambda s: None)
-        out[backend] = best, history
-    (pr, hr), (pf, hf) = out["numpy"], out["fast"]
-    for a, b in zip(hr, hf):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
-        assert a["accuracy"] == b["accuracy"]
-    for k in pr:
-        np.testing.assert_allclose(pf[k], pr[k], rtol=1e-7, atol=1e-10, err_msg=k)
+        out[backend, head_dropout] = best, history
+    for head_dropout in (None, 0.5):
+        (pr, hr), (pf, hf) = out["numpy", head_dropout], out["fast", head_dropout]
+        for a, b in zip(hr, hf):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+            assert a["accuracy"] == b["accuracy"]
+        for k in pr:
+            np.testing.assert_allclose(pf[k], pr[k], rtol=1e-7, atol=1e-10, err_msg=k)
+    assert out["fast", None][1][0]["train_loss"] != out["fast", 0.5][1][0]["train_loss"]  # fc.head_dropout is used
 
 
 def test_rounding_up_never_passes_max_position_embeddings():

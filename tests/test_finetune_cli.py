@@ -183,3 +183,157 @@ def test_evaluate_and_predict_take_a_hugging_face_classifier_folder(tmp_path, ca
         outputs.append(capsys.readouterr().out.split(" (")[0])
     assert outputs[0][0] == ["text", "label", "p_neg", "p_pos"] and outputs[0] == outputs[2]
     assert outputs[1] == outputs[3] and outputs[1].startswith("accuracy ")
+
+
+# ----------------------------------------------------------------------------- fine-tuning a classifier further
+
+def swapped_labels(src, dst):
+    """A copy of classifier `src` whose label ids are swapped (pos 0, neg 1), its head rows with them: the same
+    classifier, its labels in another order."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    d = json.loads((dst / "config.json").read_text())
+    d.update(label2id={"pos": 0, "neg": 1}, id2label={"0": "pos", "1": "neg"})
+    (dst / "config.json").write_text(json.dumps(d))
+    with np.load(src / "model.npz") as z:
+        params = {k: z[k][::-1].copy() if k.startswith("classifier.") else z[k] for k in z.files}
+    np.savez(dst / "model.npz", **params)
+    return dst
+
+
+def npz(folder):
+    with np.load(folder / "model.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_finetune_continues_a_classifiers_head_matching_labels_by_name(classifier, tmp_path, capsys):
+    """--model a classifier whose label names are the data's: its head is trained on (at lr 1e-9 the classifier
+    stays what it was: the same probabilities), label ids by name, not position; one line says so."""
+    out, dev = classifier
+    swapped = swapped_labels(out, tmp_path / "swapped")
+    more = tmp_path / "more"
+    capsys.readouterr()
+    assert main(["finetune", "--model", str(swapped), "--task", "sst2", "--train", str(dev), "--dev", str(dev),
+                 "--out_dir", str(more), "--epochs", "1", "--lr", "1e-9", "--batch_size", "16"]) == 0
+    text = capsys.readouterr().out
+    assert f"continuing the classifier head of {swapped} (labels: pos, neg)\n" in text and "fresh" not in text
+    assert json.loads((more / "config.json").read_text())["label2id"] == {"pos": 0, "neg": 1}
+    assert json.loads((more / "finetune.json").read_text())["recipe"]["head"] == "official"
+    before, after = npz(swapped), npz(more)
+    assert set(before) == set(after)
+    for k in before:
+        np.testing.assert_allclose(after[k], before[k], atol=1e-6, err_msg=k)
+    probs = {}
+    for folder in (out, more):
+        a = parse("predict", "--model", str(folder), "--data", str(dev), "--output", str(tmp_path / "p.tsv"))
+        probs[folder] = a.func(a, echo=lambda s: None)  # columns in label id order
+    np.testing.assert_allclose(probs[more][:, ::-1], probs[out], atol=1e-5)  # pos, neg <- neg, pos
+    assert main(["evaluate", "--model", str(more), "--data", str(dev)]) == 0
+    accuracy = float(capsys.readouterr().out.split()[1])
+    assert accuracy >= 0.95  # what the classifier had learnt, kept: a fresh head would start from chance
+
+
+def test_finetune_draws_a_fresh_head_when_labels_or_head_differ(classifier, tmp_path, capsys):
+    """Other label names, or another --head: a fresh head (the one init_classifier draws for the seed) on the
+    classifier's encoder, with a line saying why."""
+    from electra_np.classification import init_classifier
+
+    out, dev = classifier
+    other = tsv(tmp_path / "other.tsv", 60, 2, label_names=("bad", "good"))
+    capsys.readouterr()
+    assert main(["finetune", "--model", str(out), "--train", str(other), "--dev", str(other), "--out_dir",
+                 str(tmp_path / "a"), "--epochs", "1", "--lr", "1e-9", "--batch_size", "16"]) == 0
+    assert (f"drawing a fresh official classifier head instead of continuing the one of {out}: its labels are not "
+            "the training data's (only in the model: neg, pos; only in the training data: bad, good)\n"
+            in capsys.readouterr().out)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["label2id"] == {"bad": 0, "good": 1}
+    source, got = npz(out), npz(tmp_path / "a")
+    config = ElectraConfig.from_json(out / "config.json")
+    fresh = init_classifier(source, config, 2, "official", seed=0)
+    for k in fresh:
+        np.testing.assert_allclose(got[k], fresh[k], atol=1e-6, err_msg=k)  # the encoder kept, the head new
+    assert not np.allclose(fresh["classifier.weight"], source["classifier.weight"], atol=1e-3)
+
+    assert main(["finetune", "--model", str(out), "--task", "sst2", "--train", str(dev), "--dev", str(dev),
+                 "--out_dir", str(tmp_path / "b"), "--epochs", "1", "--head", "hf", "--batch_size", "16"]) == 0
+    assert (f"drawing a fresh hf classifier head instead of continuing the one of {out}: it has the official head, "
+            "not the hf one asked for\n" in capsys.readouterr().out)
+    assert "classifier.out_proj.weight" in npz(tmp_path / "b")
+
+
+@pytest.fixture(scope="module")
+def hf_classifier(tmp_path_factory):
+    """A classifier with the hf head (ours) and its export as a Hugging Face folder, on 200 examples."""
+    pytest.importorskip("safetensors")
+    tmp = tmp_path_factory.mktemp("hf_clf")
+    model = model_dir(tmp)
+    train, dev = tsv(tmp / "train.tsv", 200, 0), tsv(tmp / "dev.tsv", 40, 1)
+    ours, theirs = tmp / "clf", tmp / "clf-hf"
+    assert main(["finetune", "--model", str(model), "--head", "hf", "--train", str(train), "--dev", str(dev),
+                 "--out_dir", str(ours), "--epochs", "1", "--lr", "3e-3", "--batch_size", "16"]) == 0
+    assert main(["export", str(ours), "--out", str(theirs)]) == 0
+    return ours, theirs, train, dev
+
+
+def test_finetune_continues_a_hugging_face_classifier_with_its_classifier_dropout(hf_classifier, tmp_path, capsys):
+    """An ElectraForSequenceClassification folder: its hf head is continued (labels from id2label), and its
+    config's classifier_dropout becomes the head's dropout, recorded with the recipe and in config.json."""
+    _, theirs, train, dev = hf_classifier
+    d = json.loads((theirs / "config.json").read_text())
+    (theirs / "config.json").write_text(json.dumps({**d, "classifier_dropout": 0.3}))
+    capsys.readouterr()
+    out = tmp_path / "more"
+    assert main(["finetune", "--model", str(theirs), "--train", str(train), "--dev", str(dev), "--out_dir", str(out),
+                 "--epochs", "1", "--batch_size", "16"]) == 0
+    text = capsys.readouterr().out
+    assert f"continuing the classifier head of {theirs} (labels: neg, pos)\n" in text
+    assert f"head dropout 0.3: the classifier_dropout of {theirs / 'config.json'}\n" in text
+    recipe = json.loads((out / "finetune.json").read_text())["recipe"]
+    assert (recipe["head"], recipe["head_dropout"], recipe["dropout"]) == ("hf", 0.3, 0.1)
+    assert json.loads((out / "config.json").read_text())["classifier_dropout"] == 0.3
+
+
+def test_float64_models_stay_float64_through_the_commands(tmp_path, capsys):
+    """A float64 discriminator is fine-tuned in float64; evaluate and predict (ours and the exported Hugging Face
+    folder) and detect compute in float64: the probabilities are the float64 reference's, not float32's."""
+    pytest.importorskip("safetensors")
+    from safetensors.numpy import load_file
+
+    from electra_np.cli import detect
+    from electra_np.data.labelled import encode_examples, pad_batch, read_tsv
+    from electra_np.engine import make_classifier
+
+    model = model_dir(tmp_path)
+    np.savez(model / "model.npz", **{k: v.astype(np.float64) for k, v in npz(model).items()})
+    train, dev = tsv(tmp_path / "train.tsv", 100, 0), tsv(tmp_path / "dev.tsv", 30, 1)
+    ours, theirs = tmp_path / "clf", tmp_path / "clf-hf"
+    assert main(["finetune", "--model", str(model), "--head", "hf", "--train", str(train), "--dev", str(dev),
+                 "--out_dir", str(ours), "--epochs", "1", "--lr", "3e-3", "--batch_size", "16"]) == 0
+    params = npz(ours)
+    assert {v.dtype for v in params.values()} == {np.dtype(np.float64)}
+    assert main(["export", str(ours), "--out", str(theirs)]) == 0
+    assert "ElectraForSequenceClassification, float64)" in capsys.readouterr().out
+    assert {v.dtype for v in load_file(str(theirs / "model.safetensors")).values()} == {np.dtype(np.float64)}
+    assert main(["export", str(ours), "--out", str(tmp_path / "f32"), "--dtype", "float32"]) == 0
+    assert {v.dtype for v in load_file(str(tmp_path / "f32" / "model.safetensors")).values()} == {np.dtype(np.float32)}
+    config = ElectraConfig.from_json(ours / "config.json")
+    encoded, _ = encode_examples(read_tsv(dev, "sentence", "label"), Tokenizer(VOCAB), 32)
+    batch = pad_batch(encoded, 0)
+    reference = {}
+    for dtype in (np.float64, np.float32):
+        logits = make_classifier(config, "numpy").logits({k: v.astype(dtype) for k, v in params.items()}, batch)
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        reference[dtype] = z / z.sum(1, keepdims=True)
+    assert np.abs(reference[np.float32] - reference[np.float64]).max() > 1e-9  # float32 would show
+    capsys.readouterr()
+    for folder in (ours, theirs):
+        a = parse("predict", "--model", str(folder), "--data", str(dev), "--output", str(tmp_path / "p.tsv"))
+        probs = a.func(a, echo=lambda s: None)
+        assert probs.dtype == np.float64
+        np.testing.assert_allclose(probs, reference[np.float64], rtol=0, atol=1e-12)
+        assert main(["evaluate", "--model", str(folder), "--data", str(dev)]) == 0
+    scores = capsys.readouterr().out.splitlines()
+    assert scores[0] == scores[1]
+    assert detect.load(model, "discriminator")[1]["electra.embeddings.word_embeddings.weight"].dtype == np.float64
+    assert main(["detect", "--model", str(model), "--backend", "numpy", "--color", "never", "good film"]) == 0

@@ -79,10 +79,54 @@ def test_config_with_null_pad_token_id(tmp_path):
     assert hf.from_pretrained(tmp_path / "m")[0] == DISC
 
 
-def test_default_dtype_is_float32(tmp_path):
-    hf.save_pretrained(tmp_path / "m", DISC, random_params(DISC, "discriminator", np.float64), "discriminator")
-    _, params, _ = hf.from_pretrained(tmp_path / "m")
-    assert {v.dtype for v in params.values()} == {np.dtype(np.float32)}
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_default_dtype_is_the_files(tmp_path, dtype):
+    """from_pretrained keeps what the file holds unless asked for another dtype."""
+    params = random_params(DISC, "discriminator", dtype)
+    hf.save_pretrained(tmp_path / "m", DISC, params, "discriminator")
+    assert_same(hf.from_pretrained(tmp_path / "m")[1], params)
+    other = np.float32 if dtype == np.float64 else np.float64
+    _, cast, _ = hf.from_pretrained(tmp_path / "m", dtype=other)
+    assert {v.dtype for v in cast.values()} == {np.dtype(other)}
+    assert max(np.max(np.abs(cast[k] - params[k])) for k in params) < 1e-6
+
+
+def write_bfloat16(path, tensors):
+    """A .safetensors file of bfloat16 tensors (the upper 16 bits of each float32), written by hand: NumPy has no
+    bfloat16 for safetensors.numpy to write."""
+    header, chunks, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for k, v in tensors.items():
+        bits = (np.ascontiguousarray(v, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        header[k] = {"dtype": "BF16", "shape": list(v.shape), "data_offsets": [offset, offset + len(bits)]}
+        chunks.append(bits)
+        offset += len(bits)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + b"".join(chunks))
+
+
+def test_half_precision_files_load_as_float32(tmp_path):
+    """float16 and bfloat16 checkpoints become float32 (what the kernels compute in), value for value; a file
+    mixing float16 and float32 tensors becomes float32 as a whole."""
+    params = random_params(DISC, "discriminator", np.float32)
+    half = {k: v.astype(np.float16) for k, v in params.items()}
+    write_folder(tmp_path / "f16", hf_config(DISC, "ElectraForPreTraining"), hf_mapping.to_hf_names(half, "discriminator"))
+    _, loaded, _ = hf.from_pretrained(tmp_path / "f16")
+    assert_same(loaded, {k: v.astype(np.float32) for k, v in half.items()})
+    os.makedirs(tmp_path / "bf16")
+    with open(tmp_path / "bf16" / "config.json", "w") as f:
+        json.dump(hf_config(DISC, "ElectraForPreTraining"), f)
+    write_bfloat16(tmp_path / "bf16" / "model.safetensors", hf_mapping.to_hf_names(params, "discriminator"))
+    _, loaded, _ = hf.from_pretrained(tmp_path / "bf16")
+    truncated = {k: (v.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32) for k, v in params.items()}
+    assert_same(loaded, truncated)
+    assert 0 < max(np.max(np.abs(loaded[k] - params[k])) for k in params) < 1e-2  # bfloat16 keeps 8 bits
+    assert {v.dtype for v in hf.from_pretrained(tmp_path / "bf16", dtype=np.float64)[1].values()} == {np.dtype("f8")}
+    mixed = dict(half, **{WORD: params[WORD]})
+    write_folder(tmp_path / "mixed", hf_config(DISC, "ElectraForPreTraining"),
+                 hf_mapping.to_hf_names(mixed, "discriminator"))
+    assert_same(hf.from_pretrained(tmp_path / "mixed")[1], {k: v.astype(np.float32) for k, v in mixed.items()})
 
 
 def test_generator_writes_the_tied_head(tmp_path):

@@ -1,4 +1,5 @@
-"""What every command shares: the exit codes, the user-error exception, and the corpus options."""
+"""What every command shares: the exit codes, the user-error exception, the help formatter, and the corpus
+options."""
 
 import argparse
 import json
@@ -13,23 +14,41 @@ class CliError(Exception):
     """A bad command line or input: printed as one line, exit code 2."""
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" after an option's help where there is a default to show: not after a required
+    option, a flag (default False), a None default, or a help that already says its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.required or action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 CORPUS_HELP = ("text files to pretrain on (UTF-8, one sentence or paragraph per line, a blank line between documents; "
                "a .tsv file or FILE:COLUMN reads one column). Default: the embedded corpus, the docstrings of "
                "Python's standard library (about 2 MB of English)")
 
 
-def add_corpus_options(p, vocab_help: bool = True) -> None:
-    """--corpus, --vocab (unless vocab_help is False), --lowercase, --split_sentences."""
+EVAL_FRACTION_HELP = ("share of the examples held out for evaluation: the trailing documents, or the trailing "
+                      "examples when the documents are too few or too uneven to give about that share")
+
+
+def add_corpus_options(p, vocab_help: bool = True, packing: bool = True) -> None:
+    """--corpus, --vocab (unless vocab_help is False), --lowercase, --split_sentences (said of packing, or of
+    the vocabulary when packing is False)."""
     p.add_argument("--corpus", nargs="+", metavar="FILE", help=CORPUS_HELP)
     if vocab_help:
         p.add_argument("--vocab", metavar="FILE", help="a BERT vocab.txt (one token per line, with [PAD] [UNK] [CLS] "
                                                        "[SEP] [MASK]); default: learned from the corpus and cached")
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                    help="lowercase and strip accents before WordPiece, as uncased BERT/ELECTRA (default: on)")
-    p.add_argument("--split_sentences", action=argparse.BooleanOptionalAction,
-                   help="split each line into sentences after . ! ? (and Chinese or Japanese 。！？) before packing "
-                        "(for one-paragraph-per-line text, whose long lines are otherwise cut to one example) "
-                        "(default: off)")
+    split = ("split each line into sentences after . ! ? (and Chinese or Japanese 。！？) before packing "
+             "(for one-paragraph-per-line text, whose long lines are otherwise cut to one example) (default: off)")
+    if not packing:
+        split = ("accepted for the same command line as prepare and pretrain; the vocabulary is the same either way "
+                 "(sentences end where words do) (default: off)")
+    p.add_argument("--split_sentences", action=argparse.BooleanOptionalAction, help=split)
 
 
 def read_json_object(path) -> dict:

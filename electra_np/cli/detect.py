@@ -56,7 +56,8 @@ def find_folders(path) -> tuple[Path, Path | None, Path | None]:
 
 
 def load(folder, kind):
-    """(config, params) of a discriminator or generator folder, electra_np's or Hugging Face's."""
+    """(config, params) of a discriminator or generator folder, electra_np's or Hugging Face's, in the dtype it
+    holds (half precision becomes float32: hf.load_dtype)."""
     from .. import hf
 
     config, params, _ = hf.from_pretrained(folder, kind=kind)
@@ -182,8 +183,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to score; - reads standard "
                                                                     "input, one sentence per line")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"a pretraining run folder, or a discriminator folder (electra_np or Hugging Face) "
-                        f"(default: {DEFAULT_MODEL})")
+                   help=f"a pretraining run folder, or a discriminator folder (electra_np or Hugging Face); its "
+                        f"weights keep their dtype (default: {DEFAULT_MODEL})")
     p.add_argument("--file", metavar="FILE", help="also score the lines of this UTF-8 file (- for standard input)")
     p.add_argument("--html", metavar="OUT.html", help="also write the heat map as one self-contained HTML page")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",

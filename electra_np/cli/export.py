@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import hf
-from .common import CliError, folder_tokenizer
+from .common import CliError, DefaultsHelpFormatter, folder_tokenizer
 
 WHAT = {"discriminator": "discriminator", "generator": "generator", "classifier": "classifier"}  # --what -> kind
 AUTO_CLASS = {"discriminator": "AutoModelForPreTraining", "generator": "AutoModelForMaskedLM",
@@ -80,13 +80,18 @@ def cmd_export(args: argparse.Namespace, echo=print) -> int:
     folder, kind = source_folder(given, args.what)
     check_out(out, given, args.overwrite)
     tokenizer = folder_tokenizer(folder)
-    config, params, _ = hf.from_pretrained(folder, kind=kind, dtype=DTYPES[args.dtype], vocab_size=len(tokenizer))
+    config, params, _ = hf.from_pretrained(folder, kind=kind, dtype=DTYPES.get(args.dtype),
+                                           vocab_size=len(tokenizer))
     extra = None
     if kind == "classifier":
-        label2id = {str(k): int(v) for k, v in hf.read_config(folder)["label2id"].items()}
+        d = hf.read_config(folder)
+        label2id = {str(k): int(v) for k, v in d["label2id"].items()}
         extra = {"id2label": {str(i): label for label, i in label2id.items()}, "label2id": label2id}
+        if d.get("classifier_dropout") is not None:  # the head's dropout in fine-tuning (finetune --model)
+            extra["classifier_dropout"] = d["classifier_dropout"]
     hf.save_pretrained(out, config, params, kind, extra, tokenizer=tokenizer, keep_others=False)
-    echo(f"exported the {kind} of {folder} ({hf.KINDS[kind]}, {args.dtype}) to {out}: "
+    dtype = next(v.dtype for v in params.values() if np.issubdtype(v.dtype, np.floating))
+    echo(f"exported the {kind} of {folder} ({hf.KINDS[kind]}, {dtype}) to {out}: "
          f"{hf.CONFIG_NAME}, {hf.SAFETENSORS_NAME}, {', '.join(hf.TOKENIZER_FILES)}")
     echo(f"load it with transformers.AutoTokenizer and {AUTO_CLASS[kind]}.from_pretrained('{out}')")
     return 0
@@ -99,7 +104,7 @@ def add_parser(sub) -> None:
                                    "fine-tuned with --head hf, as a complete Hugging Face transformers folder "
                                    "(config.json, model.safetensors, vocab.txt, tokenizer_config.json, "
                                    "special_tokens_map.json) that AutoTokenizer and AutoModel* load on their own.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("model", metavar="RUN_OR_FOLDER",
                    help="a pretraining run (out_dir of `electra-np pretrain`), one model folder of it "
                         "(discriminator/ or generator/), or a classifier folder of `electra-np finetune`")
@@ -107,6 +112,8 @@ def add_parser(sub) -> None:
     p.add_argument("--what", choices=sorted(WHAT), default=None,
                    help="which model to export; default: a run's discriminator (its generator for an MLM-only "
                         "run), else what the folder holds")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="dtype of the written weights (default: the model's own, float32 unless it was trained in "
+                        "float64)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=cmd_export)

@@ -4,6 +4,12 @@ pretrained discriminator (an electra_np run, or a Hugging Face ElectraForPreTrai
     electra-np finetune --model runs/electra-tiny --train train.tsv --dev dev.tsv --out_dir runs/sst2
     electra-np evaluate --model runs/sst2 --data dev.tsv
     electra-np predict  --model runs/sst2 --data new.tsv --output predictions.tsv
+    electra-np finetune --model runs/sst2 --train more.tsv --dev dev.tsv --out_dir runs/sst2-more  # trains on
+
+finetune --model may also be a classifier (ours, or a Hugging Face ElectraForSequenceClassification folder):
+when its label names are those of the training data, its head is trained further (label ids matched by name),
+else a fresh head is drawn; a line says which. A Hugging Face config's classifier_dropout is the head's dropout.
+Weights keep the dtype of the folder they come from (a float64 model is fine-tuned and used in float64).
 
 A fine-tuned folder holds model.npz (+ model.safetensors with the `hf` extra), config.json (with the
 label names), vocab.txt, finetune.json (the recipe and the data columns) and history.jsonl.
@@ -20,11 +26,12 @@ import numpy as np
 
 from .. import hf
 from ..atomic import atomic_folder, atomic_write_text
+from ..classification import head_of
 from ..config import ElectraConfig
 from ..data.labelled import Example, encode_examples, label_map, read_tsv
 from ..data.tokenizer import Tokenizer
 from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
-from .common import folder_tokenizer, read_json_object
+from .common import DefaultsHelpFormatter, folder_tokenizer, read_json_object
 
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
@@ -45,7 +52,8 @@ def model_folder(path) -> Path:
 
 
 def load_model(path) -> tuple[ElectraConfig, dict, dict]:
-    """(config, params, config dict) from model.npz, or from Hugging Face weights via electra_np.hf."""
+    """(config, params, config dict) from model.npz, or from Hugging Face weights via electra_np.hf; either way in
+    the dtype the folder holds (half precision becomes float32: hf.load_dtype)."""
     folder = model_folder(path)
     d = json.loads((folder / "config.json").read_text())
     arch = (d.get("architectures") or ["?"])[0]
@@ -93,6 +101,8 @@ def save_classifier(out_dir, config: ElectraConfig, params: dict, tokenizer: Tok
     d = config.to_dict()
     d.update(architectures=[head], id2label={str(i): label for label, i in labels.items()},
              label2id=dict(labels), num_labels=len(labels))
+    if fc.head_dropout is not None:
+        d["classifier_dropout"] = fc.head_dropout
     with atomic_folder(out_dir) as tmp:
         np.savez(tmp / "model.npz", **params)
         (tmp / "config.json").write_text(json.dumps(d, indent=2) + "\n")
@@ -122,7 +132,7 @@ def cmd_finetune(args: argparse.Namespace, echo=print) -> dict:
         raise FinetuneError(f"{out}: the output folder is not empty (pass --overwrite to replace it)")
     if args.random_init and not args.vocab:
         raise FinetuneError("--random_init needs --vocab (and the model folder for its config)")
-    config, params, _ = load_model(args.model)
+    config, params, d = load_model(args.model)
     tokenizer = load_tokenizer(args.model, args.vocab, args.lowercase)
     if len(tokenizer) != config.vocab_size:
         raise FinetuneError(f"the vocabulary has {len(tokenizer)} tokens but the model's vocab_size is "
@@ -132,23 +142,60 @@ def cmd_finetune(args: argparse.Namespace, echo=print) -> dict:
 
         params = init_params(encoder_shapes(config), config.initializer_range, args.seed)
     train_ex, dev_ex = read_examples(args, args.train), read_examples(args, args.dev)
-    labels = label_map(train_ex)
+    head, labels, keep_head = choose_head(args, params, d, label_map(train_ex), echo)
     fc = FinetuneConfig(learning_rate=args.lr, layerwise_lr_decay=args.layer_decay,
                         official_layer_decay=args.official_layer_decay, epochs=args.epochs,
-                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, head=args.head,
-                        seed=args.seed, metric=args.metric, weight_decay=args.weight_decay, backend=args.backend)
+                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, head=head,
+                        head_dropout=d.get("classifier_dropout"), seed=args.seed, metric=args.metric,
+                        weight_decay=args.weight_decay, backend=args.backend)
+    if fc.head_dropout is not None:  # Hugging Face's ElectraClassificationHead reads it
+        echo(f"head dropout {fc.head_dropout:g}: the classifier_dropout of {model_folder(args.model) / 'config.json'}")
     T = min(fc.max_seq_length, config.max_position_embeddings)
     train = encode_examples(train_ex, tokenizer, T, labels)
     dev = encode_examples(dev_ex, tokenizer, T, labels)
     echo(f"fine-tuning {model_folder(args.model)} on {len(train_ex)} examples, {len(labels)} labels "
          f"{sorted(labels)}, dev {len(dev_ex)}")
-    best, history = finetune(params, config, len(labels), train, dev, fc, tokenizer.pad_id, log=echo)
+    best, history = finetune(params, config, len(labels), train, dev, fc, tokenizer.pad_id, log=echo,
+                             keep_head=keep_head)
     columns = {"text_column": args.text_column, "text_b_column": args.text_b_column,
                "label_column": args.label_column, "no_header": args.no_header, "task": args.task}
     save_classifier(out, config, best, tokenizer, labels, fc, history, columns)
     best_epoch = max(history, key=lambda h: h[fc.metric])
     echo(f"best dev {fc.metric} {best_epoch[fc.metric]:.4f} (epoch {best_epoch['epoch']}); saved to {out}")
     return best_epoch
+
+
+def choose_head(args, params, d: dict, labels: dict, echo) -> tuple[str, dict, bool]:
+    """(head layout, label ids, keep the head) for fine-tuning --model. A classifier whose label names are the
+    training data's keeps its head, and the ids it gives those names; otherwise a fresh head of --head is drawn
+    (default: the classifier's layout, else official), with `labels`. A line says which, and why."""
+    try:
+        layout, _ = head_of(params)
+    except ValueError:  # a discriminator or an encoder (or --random_init's fresh encoder): no head to keep
+        return args.head or "official", labels, False
+    folder = model_folder(args.model)
+    theirs = folder_labels(d, params)
+    if set(theirs) != set(labels):
+        only = [f"only in the {what}: {', '.join(sorted(a - b))}" for what, a, b in
+                (("model", set(theirs), set(labels)), ("training data", set(labels), set(theirs))) if a - b]
+        why = f"its labels are not the training data's ({'; '.join(only)})"
+    elif args.head not in (None, layout):
+        why = f"it has the {layout} head, not the {args.head} one asked for"
+    else:
+        echo(f"continuing the classifier head of {folder} (labels: {', '.join(sorted(theirs, key=theirs.get))})")
+        return layout, theirs, True
+    head = args.head or layout
+    echo(f"drawing a fresh {head} classifier head instead of continuing the one of {folder}: {why}")
+    return head, labels, False
+
+
+def folder_labels(d: dict, params: dict) -> dict[str, int]:
+    """{label name: class id} of a classifier's config.json: label2id, else id2label, else transformers' own names
+    LABEL_0, LABEL_1, ... for the head's classes."""
+    label2id = d.get("label2id") or {name: int(i) for i, name in (d.get("id2label") or {}).items()}
+    if not label2id:
+        label2id = {f"LABEL_{i}": i for i in range(head_of(params)[1])}
+    return {str(label): int(i) for label, i in label2id.items()}
 
 
 def _classifier(args):
@@ -167,17 +214,12 @@ def _classifier(args):
         raise FinetuneError(f"{folder}: not a fine-tuned classifier (no finetune.json, and config.json names no "
                             "ElectraForSequenceClassification)")
     config, params, d = load_model(folder)
-    label2id = d.get("label2id") or {name: int(i) for i, name in (d.get("id2label") or {}).items()}
-    if not label2id:
-        label2id = {f"LABEL_{i}": i for i in range(len(params["classifier.out_proj.bias"]))}  # HF's own names
-    labels = {label: int(i) for label, i in label2id.items()}
+    labels = folder_labels(d, params)
     if meta is None:
         meta = {"recipe": {"max_seq_length": config.max_position_embeddings},
                 "columns": {"text_column": "sentence", "text_b_column": None, "label_column": "label",
                             "no_header": False, "task": None}}
     return config, params, labels, load_tokenizer(folder), meta
-
-
 
 
 def _examples(args, cols):
@@ -259,6 +301,10 @@ def _column(s):
     return int(s) if s.isdigit() else s
 
 
+CLASSIFIER_HELP = ("a classifier: a folder written by `electra-np finetune`, or a Hugging Face "
+                   "ElectraForSequenceClassification folder (with its vocab.txt); weights keep its dtype")
+
+
 def add_parsers(sub) -> None:
     """Register the three commands on an argparse subparsers object."""
     def columns(p, labelled=True, training=False):
@@ -280,10 +326,15 @@ def add_parsers(sub) -> None:
                        description="Fine-tune a pretrained discriminator (an electra_np run or an ELECTRA folder, "
                                    "ours or Hugging Face) for text classification with the official recipe: "
                                    "layer-wise learning-rate decay, warmup then linear decay, dev evaluation after "
-                                   "every epoch with the best epoch kept.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "every epoch with the best epoch kept. A classifier given as --model is trained "
+                                   "further when its labels are those of --train.",
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="an electra_np run folder or a discriminator folder (electra_np or Hugging Face)")
+                   help="what to start from: an electra_np pretraining run (its discriminator), a discriminator or "
+                        "encoder folder (electra_np's, or Hugging Face's ElectraForPreTraining / ElectraModel), or a "
+                        "classifier (a folder of `electra-np finetune`, or Hugging Face's "
+                        "ElectraForSequenceClassification): its head is trained further when its label names are "
+                        "those of --train, else a fresh head is drawn. Weights keep the folder's dtype")
     p.add_argument("--train", required=True, help="training TSV")
     p.add_argument("--dev", required=True, help="dev TSV, evaluated after every epoch; the best epoch is kept")
     p.add_argument("--out_dir", required=True, help="where the fine-tuned classifier goes")
@@ -296,8 +347,9 @@ def add_parsers(sub) -> None:
                    help="reproduce the official code's off-by-one (top layer gets decay squared)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs")
     p.add_argument("--max_seq_length", type=int, default=128, help="longer examples are truncated")
-    p.add_argument("--head", choices=["official", "hf"], default="official",
-                   help="official: [CLS] -> dropout -> linear; hf: ElectraClassificationHead")
+    p.add_argument("--head", choices=["official", "hf"], default=None,
+                   help="official: [CLS] -> dropout -> linear; hf: ElectraClassificationHead, the one `export` "
+                        "writes (default: a classifier --model's own, else official)")
     p.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (official: 0)")
     p.add_argument("--metric", default="accuracy", choices=["accuracy", "f1", "mcc"],
                    help="dev metric that picks the best epoch")
@@ -311,8 +363,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("evaluate", help="score a fine-tuned classifier on a labelled TSV",
                        description="Score a fine-tuned classifier on a labelled TSV: accuracy, F1 and MCC (Pearson, "
                                    "Spearman and MSE for regression). Columns: as in training unless given.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="a folder written by `electra-np finetune`")
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help=CLASSIFIER_HELP)
     p.add_argument("--data", required=True, help="labelled TSV (same columns as training unless given)")
     columns(p)
     p.set_defaults(func=cmd_evaluate)
@@ -322,8 +374,8 @@ def add_parsers(sub) -> None:
                                    "(-) with one text per line, or a TSV (its text column(s): --text_column, "
                                    "--text_b_column, --no_header; default: the columns of training). Output: a TSV "
                                    "with the text, the predicted label and each label's probability.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="a folder written by `electra-np finetune`")
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help=CLASSIFIER_HELP)
     p.add_argument("--data", required=True, help="a .txt file (one text per line), a TSV, or - for standard input")
     p.add_argument("--output", default=None, help="output TSV (default: standard output)")
     columns(p, labelled=False)

@@ -3,6 +3,7 @@
     electra-np pretrain                     # the tiny preset on the embedded corpus (pretrain.py)
     electra-np build-vocab | prepare | gradcheck                                  (tools.py)
     electra-np finetune | evaluate | predict                                      (finetune.py)
+    electra-np detect | plot | export                          (detect.py, plot.py, export.py)
 
 Exit codes: 0 success; 2 the user's mistake (one line on stderr, no traceback, nothing written);
 1 a run that failed (training diverged, a gradient check failed); 130 interrupted (Ctrl-C, after a

@@ -27,7 +27,7 @@ from ..train.loop import train
 from ..train.report import RunLog, format_summary
 from ..train.run_dir import CHECKPOINT_NAME, check_out_dir
 from ..train.state import resume_differences
-from .common import EXIT_INTERRUPTED, CliError, add_corpus_options
+from .common import EVAL_FRACTION_HELP, EXIT_INTERRUPTED, CliError, add_corpus_options
 
 MODEL_HELP = {
     "vocab_size": "vocabulary size to learn when no --vocab is given (presets: {}); the model's vocab_size is "
@@ -51,18 +51,20 @@ MODEL_HELP = {
 # make replaced tokens detectable early in a short run. docs/training.md has the numbers.
 PRESET_OBJECTIVE = {"tiny": {"mask_prob": 0.25, "temperature": 3.0}}
 _P = PretrainingConfig()
+_TINY = PRESET_OBJECTIVE["tiny"]
 PRETRAIN_HELP = {
-    "mask_prob": f"share of tokens masked per sequence (default {_P.mask_prob}; tiny preset "
-                 f"{PRESET_OBJECTIVE['tiny']['mask_prob']})",
-    "disc_weight": f"lambda: loss = MLM loss + lambda * discriminator loss (default {_P.disc_weight:g})",
+    "mask_prob": f"share of tokens masked per sequence (default: {_TINY['mask_prob']:g} with the tiny preset, the "
+                 f"default; {_P.mask_prob:g}, the paper's, with small and base)",
+    "disc_weight": f"lambda: loss = MLM loss + lambda * discriminator loss (default: {_P.disc_weight:g})",
     "temperature": f"sampling temperature of the generator's replacements; above 1 samples rarer tokens, easier to "
-                   f"detect (default {_P.temperature:g}; tiny preset {PRESET_OBJECTIVE['tiny']['temperature']:g})",
+                   f"detect (default: {_TINY['temperature']:g} with the tiny preset, the default; "
+                   f"{_P.temperature:g}, the paper's, with small and base)",
     "generator_hidden_size": f"generator size as a fraction of the discriminator's hidden size "
-                             f"(default {_P.generator_hidden_size})",
+                             f"(default: {_P.generator_hidden_size:g})",
     "mask_token_prob": f"share of the masked positions shown to the generator as [MASK]; the rest keep their "
-                       f"token (default {_P.mask_token_prob})",
+                       f"token (default: {_P.mask_token_prob:g})",
     "objective": f"electra (generator + discriminator) or mlm (the BERT-style baseline: one masked language "
-                 f"model of the full size) (default {_P.objective})",
+                 f"model of the full size) (default: {_P.objective})",
 }
 MODEL_FIELDS = [f for f in dataclasses.fields(ElectraConfig) if f.name != "pad_token_id"]  # pad id: from the vocab
 PRETRAIN_FIELDS = list(dataclasses.fields(PretrainingConfig))
@@ -84,16 +86,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     given (argparse.SUPPRESS), so that resolve_settings knows what the command line set."""
     p = sub.add_parser("pretrain", argument_default=argparse.SUPPRESS,
                        help="pretrain ELECTRA (default: the tiny preset on the embedded corpus)",
-                       description="Pretrain ELECTRA: a generator (small masked language model) replaces ~15% of "
-                                   "the tokens, a discriminator learns to find them. With no options: the tiny "
-                                   "model on the embedded corpus, a short demonstration run.")
+                       description="Pretrain ELECTRA: a generator (a small masked language model) replaces a "
+                                   f"share of the tokens (--mask_prob: {_P.mask_prob:.0%} in the paper, "
+                                   f"{_TINY['mask_prob']:.0%} in the tiny preset, the default), a discriminator "
+                                   "learns to find them. With no options: the tiny model on the embedded corpus, a "
+                                   "short demonstration run.")
     _run_options(p.add_argument_group("run"))
     g = p.add_argument_group("data")
     add_corpus_options(g)
     g.add_argument("--data", metavar="DIR", help="a folder made by `electra-np prepare` (instead of --corpus; its "
                                                  "vocab.txt and sequence length are used)")
-    g.add_argument("--eval_fraction", type=float, help="share of the documents held out for evaluation "
-                                                       "(default: 0.02)")
+    g.add_argument("--eval_fraction", type=float, help=f"{EVAL_FRACTION_HELP} (default: 0.02)")
     _training_options(p.add_argument_group("training"))
     g = p.add_argument_group("model (any ElectraConfig field; default: the preset's)")
     for f in MODEL_FIELDS:
@@ -133,8 +136,8 @@ def _training_options(g):
                         "export, with a snapshot.json (default: none)")
     g.add_argument("--batch_size", type=int, help=f"sequences per step (default: {d['batch_size']})")
     g.add_argument("--seq_len", type=int, help=f"tokens per sequence (default: {d['seq_len']})")
-    g.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4 for tiny and small, 2e-4 for base, "
-                                            "as in the paper)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4 for tiny and small, 2e-4 for base: "
+                                            "the paper's for small and base)")
     g.add_argument("--warmup", type=int, help="linear warmup steps (default: min(10000, steps / 10); 10000 is the "
                                               "official value)")
     g.add_argument("--weight_decay", type=float, help="AdamW decoupled weight decay, not on LayerNorm and biases "
@@ -143,10 +146,12 @@ def _training_options(g):
                                                    f"(default: {d['clip_norm']})")
     g.add_argument("--seed", type=int, help="seed of initialization, masking, sampling, dropout and data order "
                                             f"(default: {d['seed']})")
-    g.add_argument("--dtype", choices=("float32", "float64"), help="parameter and compute dtype (default: float32)")
+    g.add_argument("--dtype", choices=("float32", "float64"),
+                   help=f"parameter and compute dtype (default: {d['dtype']})")
     g.add_argument("--backend", choices=("numpy", "fast"), help="numpy (the reference) or fast (Numba kernels) "
                                                                 "(default: fast when it is available)")
-    g.add_argument("--threads", type=int, help="threads for BLAS and Numba (default: all cores)")
+    g.add_argument("--threads", type=int, help="threads for BLAS and Numba (default: $ELECTRA_NP_THREADS, else "
+                                               "every CPU this process may run on)")
     g.add_argument("--log_every", type=int, help=f"steps between log lines, 0 for none (default: {d['log_every']})")
     g.add_argument("--eval_every", type=int, help="steps between held-out evaluations, 0 for only the last "
                                                   f"(default: {d['eval_every']})")
@@ -155,7 +160,8 @@ def _training_options(g):
     g.add_argument("--save_every", type=int, help="steps between checkpoints, 0 for only the last "
                                                   f"(default: {d['save_every']})")
     g.add_argument("--stop_at", type=int, metavar="STEP", help="end this session at STEP with a checkpoint, "
-                                                               "schedule unchanged; continue later with --resume")
+                                                               "schedule unchanged; continue later with --resume "
+                                                               "(default: run to --steps)")
 
 
 # ----------------------------------------------------------------------------- settings

@@ -20,7 +20,7 @@ from ..data.tokenizer import Tokenizer, build_vocab
 from ..gradcheck import check_electra
 from ..masking import Corruption
 from ..model import Electra, electra_backward, electra_forward
-from .common import CliError, add_corpus_options
+from .common import EVAL_FRACTION_HELP, CliError, add_corpus_options
 
 GRADCHECK_TOLERANCE = 1e-5
 ZERO_GRADIENT = 1e-10  # below this a key bias's gradient is rounding noise (its true gradient is 0)
@@ -31,7 +31,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("build-vocab", help="learn a WordPiece vocabulary from text files",
                        description="Learn a WordPiece vocabulary (BPE merges with ## continuations, as Hugging Face "
                                    "tokenizers' WordPieceTrainer) and write it as a BERT vocab.txt.")
-    add_corpus_options(p, vocab_help=False)
+    add_corpus_options(p, vocab_help=False, packing=False)
     p.add_argument("--vocab_size", type=int, default=8192, help="tokens in the vocabulary, the 5 special tokens "
                                                                 "included (default: 8192)")
     p.add_argument("--min_frequency", type=int, default=2, help="stop merging when no pair of pieces occurs this "
@@ -50,8 +50,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out_dir", metavar="DIR", required=True, help="the folder to write")
     p.add_argument("--seq_len", type=int, default=128, help="tokens per example (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the packing's random choices (default: 0)")
-    p.add_argument("--eval_fraction", type=float, default=0.02, help="share of the documents held out "
-                                                                     "(default: 0.02)")
+    p.add_argument("--eval_fraction", type=float, default=0.02, help=f"{EVAL_FRACTION_HELP} (default: 0.02)")
     p.add_argument("--overwrite", action="store_true", help="replace a prepared corpus in --out_dir")
     p.set_defaults(func=cmd_prepare)
 

@@ -168,10 +168,17 @@ class BatchSampler:
 TRUNCATION_WARN = 0.10  # a prepared corpus that lost more than this share of its tokens to packing is reported
 
 
+def held_out_share_is_far(held: float, asked: float) -> bool:
+    """A held-out share of the examples far from the eval_fraction asked: over twice it (and a point), or under
+    half of it. prepare.py then holds out examples instead of whole documents."""
+    return held > 2 * asked + 0.01 or held < asked / 2
+
+
 def preparation_warnings(meta: dict) -> list[str]:
-    """What a prepared corpus lost without a word, as warning lines naming the fix: tokens cut off by packing
-    (lines longer than an example), and a held-out share far from the one asked for (the held-out split takes
-    whole documents, so a corpus of a few long documents holds out much more or nothing)."""
+    """What a prepared corpus lost or did without a word, as lines: a warning, naming the fix, for the tokens cut
+    off by packing (lines longer than an example) and for a held-out share far from the one asked (a folder
+    prepared before prepare.py held out examples in that case); a note when the examples were split instead of
+    the documents (a corpus of a few, or very uneven, documents)."""
     warnings = []
     read, packed = meta.get("tokens_read"), meta.get("tokens_packed")
     if read and (read - packed) / read > TRUNCATION_WARN:
@@ -181,9 +188,14 @@ def preparation_warnings(meta: dict) -> list[str]:
                         f"longer than the {meta['max_seq_length']}-token examples lose their ends); {hint}")
     asked, splits = meta.get("eval_fraction", 0.0), meta.get("splits", {})
     total = sum(s["examples"] for s in splits.values())
-    held = splits.get("eval", {}).get("examples", 0) / total if total else 0.0
-    if asked and (held > 2 * asked + 0.01 or held < asked / 2):
-        warnings.append(f"warning: {held:.0%} of the examples are held out where {asked:.0%} was asked: the held-out "
-                        f"split takes whole documents, and this corpus has {meta.get('documents')} (separate "
-                        "documents with blank lines, or pass another --eval_fraction)")
+    n_held = splits.get("eval", {}).get("examples", 0)
+    held = n_held / total if total else 0.0
+    if meta.get("held_out_by") == "examples":
+        warnings.append(f"note: held out the last {n_held:,} of the {total:,} examples ({held:.1%}; {asked:.1%} asked) "
+                        f"rather than whole documents: the corpus's {meta.get('documents')} document(s) are too few "
+                        "or too uneven for that share")
+    elif asked and held_out_share_is_far(held, asked):
+        warnings.append(f"warning: {held:.0%} of the examples are held out where {asked:.0%} was asked: this folder "
+                        f"holds out whole documents, of which the corpus has {meta.get('documents')}; prepare it "
+                        "again (a cached one: delete it) and the examples are split instead")
     return warnings

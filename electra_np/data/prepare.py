@@ -8,6 +8,10 @@ prepare_corpus runs three steps:
      going to the split that holds it;
   3. the rows are streamed to `<split>.ids.npy` / `<split>.types.npy` (the layout is in dataset.py),
      then `vocab.txt` and `meta.json` are written.
+When whole documents hold out a share of the examples far from eval_fraction (dataset.held_out_share_is_far:
+a corpus of a few documents, or of very uneven ones), the examples are split instead: the last
+round(eval_fraction * N) of them in text order are held out (_hold_out_examples), and meta.json says
+"held_out_by": "examples" (else "documents"). No example is in both splits either way.
 The .npy files are streamed so that memory stays flat whatever the corpus size: a fixed-size .npy
 header is written first, rows are appended in chunks with `ndarray.tofile`, and the header is rewritten
 with the final row count. Everything is written into a temporary folder that then replaces out_dir
@@ -27,7 +31,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..atomic import atomic_folder
-from .dataset import FORMAT_NAME, FORMAT_VERSION, META_NAME, SPLITS, VOCAB_NAME, ids_name, types_name
+from .dataset import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_NAME,
+    SPLITS,
+    VOCAB_NAME,
+    held_out_share_is_far,
+    ids_name,
+    types_name,
+)
 from .packing import MIN_TARGET_LENGTH, ExampleBuilder, WordCachedEncoder, example_row
 from .sources import CorpusSource, Spec, held_out_documents
 from .tokenizer import Tokenizer, vocab_sha256
@@ -77,7 +90,7 @@ class _SplitWriter:
         self.types_buf = np.zeros((CHUNK_ROWS, T), dtype=np.uint8)  # (CHUNK_ROWS, T)
         self.pad_id, self.k = pad_id, 0
         self.examples = self.tokens = self.single_segment = 0
-        self.documents = set()
+        self.doc_rows = {}  # document -> its examples here, in text order
 
     def add(self, ids: list, n_type0: int, document: int) -> None:
         k, L = self.k, len(ids)
@@ -87,7 +100,7 @@ class _SplitWriter:
         self.examples += 1
         self.tokens += L
         self.single_segment += n_type0 == L
-        self.documents.add(document)
+        self.doc_rows[document] = self.doc_rows.get(document, 0) + 1
         if self.k == CHUNK_ROWS:
             self.flush()
 
@@ -102,8 +115,58 @@ class _SplitWriter:
         self.flush()
         self.ids.close()
         self.types.close()
-        return {"examples": self.examples, "documents": len(self.documents),
+        return {"examples": self.examples, "documents": len(self.doc_rows),
                 "tokens": self.tokens, "single_segment": self.single_segment}
+
+
+# ----------------------------------------------------------------------------- held out by examples
+
+def _hold_out_examples(folder: Path, writers: dict[str, _SplitWriter], eval_fraction: float, n_docs: int) -> dict:
+    """Split the written examples again: train's rows then eval's are the text's order (eval held the trailing
+    documents), and the last k = round(eval_fraction * N) of them (at least one, and one left to train on)
+    become the eval split. The files are rewritten in chunks. Returns the splits' new counts."""
+    arrays = [(np.load(folder / ids_name(s), mmap_mode="r"), np.load(folder / types_name(s), mmap_mode="r"))
+              for s in SPLITS]  # (N_split, T) each
+    N = sum(len(ids) for ids, _ in arrays)
+    if N < 2:
+        raise ValueError(f"corpus too small: its {n_docs} document(s) made {N} example(s), too few to hold any out "
+                         "for evaluation; use more text or eval_fraction=0")
+    k = min(max(1, round(eval_fraction * N)), N - 1)
+    runs, row = [], 0  # (document, first row, end row) in text order
+    for split in SPLITS:
+        for doc, n in writers[split].doc_rows.items():
+            runs.append((doc, row, row + n))
+            row += n
+    counts = {}
+    for split, (start, stop) in zip(SPLITS, ((0, N - k), (N - k, N))):
+        tokens, single = _copy_rows(arrays, start, stop, folder, split, writers[split])
+        counts[split] = {"examples": stop - start, "documents": sum(1 for _, a, b in runs if a < stop and b > start),
+                         "tokens": tokens, "single_segment": single}
+    del arrays  # the memory maps, before their files are replaced
+    for split in SPLITS:
+        for name in (ids_name(split), types_name(split)):
+            os.replace(folder / f"{name}.new", folder / name)
+    return counts
+
+
+def _copy_rows(arrays: list, start: int, stop: int, folder: Path, split: str, w: _SplitWriter) -> tuple[int, int]:
+    """Rows start..stop of the splits' arrays taken end to end, in chunks, to `<split>.*.npy.new`.
+    Returns: (non-pad tokens, single-segment rows) among them."""
+    ids_out = NpyRowWriter(folder / f"{ids_name(split)}.new", w.ids.dtype, w.ids.width)
+    types_out = NpyRowWriter(folder / f"{types_name(split)}.new", np.uint8, w.ids.width)
+    tokens = single = offset = 0
+    for ids, types in arrays:
+        lo, hi = max(start - offset, 0), min(stop - offset, len(ids))
+        for i in range(lo, hi, CHUNK_ROWS):
+            j = min(i + CHUNK_ROWS, hi)
+            ids_out.append(ids[i:j])  # (rows, T)
+            types_out.append(types[i:j])
+            tokens += int((ids[i:j] != w.pad_id).sum())
+            single += int((types[i:j].max(axis=1) == 0).sum())  # no segment B: no type-1 position
+        offset += len(ids)
+    ids_out.close()
+    types_out.close()
+    return tokens, single
 
 
 # ----------------------------------------------------------------------------- progress
@@ -213,8 +276,10 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
     tokenizer: an `electra_np.data.tokenizer.Tokenizer`; progress: True (stderr), False, or a
     callable taking a dict (bytes, total_bytes, fraction, lines, examples, lines_per_s, eta).
     Returns: the meta dict written to `out_dir/meta.json`: the settings, special ids, vocab_size
-    and vocab_sha256, `lines` (packing units: sentences when split), `documents`, `eval_documents`,
-    `splits[split]` = {examples, documents, tokens (non-pad), single_segment}, `tokens_read` and
+    and vocab_sha256, `lines` (packing units: sentences when split), `documents`, `eval_documents` (those
+    with a held-out example), `held_out_by` ("documents", or "examples" when whole documents could not give
+    about eval_fraction: module docstring), `splits[split]` = {examples, documents (a document split by
+    examples counts in both), tokens (non-pad), single_segment}, `tokens_read` and
     `tokens_packed` (the text's tokens, and those the examples kept), and `sources`
     (absolute path, bytes, mtime_ns, TSV column of each input).
     Raises: FileNotFoundError / ValueError before writing anything on bad input or settings.
@@ -240,11 +305,13 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
             lines, examples, read, packed = _pack(sources, encoder, ExampleBuilder(T, random.Random(seed)), writers,
                                                   n_docs - n_eval_docs, cls_id, sep_id, report)
             counts = {split: writer.close() for split, writer in writers.items()}
+            held_out_by = "documents"
+            if examples and eval_fraction > 0 and held_out_share_is_far(counts["eval"]["examples"] / examples,
+                                                                        eval_fraction):
+                counts, held_out_by = _hold_out_examples(tmp, writers, eval_fraction, n_docs), "examples"
+                n_eval_docs = counts["eval"]["documents"]
             if counts["train"]["examples"] == 0:
                 raise ValueError(f"corpus too small: {lines} line(s) made no training example")
-            if n_eval_docs and counts["eval"]["examples"] == 0:
-                raise ValueError(f"corpus too small: the {n_eval_docs} held-out document(s) made no "
-                                 "eval example; use more text or eval_fraction=0")
             meta = {
                 "format": FORMAT_NAME, "version": FORMAT_VERSION,
                 "max_seq_length": T, "vocab_size": V, "ids_dtype": np.dtype(ids_dtype).name,
@@ -253,7 +320,7 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
                 "vocab_sha256": vocab_sha256(vocab),
                 "seed": seed, "eval_fraction": eval_fraction, "split_sentences": split_sentences,
                 "word_cache": encoder.enabled,
-                "lines": lines, "documents": n_docs, "eval_documents": n_eval_docs,
+                "lines": lines, "documents": n_docs, "eval_documents": n_eval_docs, "held_out_by": held_out_by,
                 "splits": counts, "sources": [s.describe() for s in sources],
                 "tokens_read": read, "tokens_packed": packed,
             }

@@ -17,7 +17,8 @@ Held-out split (`held_out_documents`): a first pass counts the documents; the ev
 documents that start within the last `eval_fraction` of the input bytes (inputs in the order given), at
 least one, and at least one document stays in train, so train and eval never share a document and eval
 holds about `eval_fraction` of the text even when documents differ in size (whole books).
-eval_fraction=0 leaves it empty.
+eval_fraction=0 leaves it empty. When whole documents cannot give about that share (one document, or a few
+uneven ones), prepare.py splits the packed examples instead.
 """
 
 import os
@@ -158,8 +159,9 @@ class CorpusSource:
 def held_out_documents(sources: Sequence[CorpusSource], eval_fraction: float) -> tuple[int, int]:
     """Scan every source (the first pass) and choose the held-out split (module docstring).
 
-    Returns: (documents in all sources, trailing documents held out for evaluation).
-    Raises: ValueError when a source is not text, or when too few documents leave none for training.
+    Returns: (documents in all sources, trailing documents held out for evaluation: 0 for a lone document,
+    which prepare.py then splits by examples).
+    Raises: ValueError when a source is not text.
     """
     total_bytes = sum(s.bytes for s in sources)
     base = 0
@@ -168,7 +170,4 @@ def held_out_documents(sources: Sequence[CorpusSource], eval_fraction: float) ->
         base += source.bytes
     n_docs = sum(s.documents for s in sources)
     n_eval_docs = max(1, sum(s.late_documents for s in sources)) if eval_fraction > 0 else 0
-    if n_eval_docs >= n_docs:
-        raise ValueError(f"corpus has {n_docs} document(s): too few to hold out {n_eval_docs} for "
-                         "evaluation; separate documents with blank lines or set eval_fraction=0")
-    return n_docs, n_eval_docs
+    return n_docs, min(n_eval_docs, n_docs - 1)  # one document at least stays in train

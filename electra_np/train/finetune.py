@@ -34,6 +34,7 @@ class FinetuneConfig:
     warmup_proportion: float = 0.1
     weight_decay: float = 0.0
     dropout: float = 0.1
+    head_dropout: float | None = None  # HF's classifier_dropout; None: dropout's for "hf", 0.1 for "official"
     max_seq_length: int = 128
     head: str = "official"
     clip_norm: float = 1.0
@@ -53,6 +54,9 @@ class FinetuneConfig:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.head_dropout is not None and not (isinstance(self.head_dropout, (int, float))
+                                                  and 0 <= self.head_dropout < 1):
+            raise ValueError(f"head_dropout must be None or in [0, 1), got {self.head_dropout!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
         if self.backend not in BACKENDS:
@@ -101,15 +105,16 @@ def evaluate(params: dict, config: ElectraConfig, encoded, y, batch_size: int, p
 
 
 def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train, dev, fc: FinetuneConfig, pad_id: int,
-             log=print) -> tuple[dict, list[dict]]:
+             log=print, keep_head: bool = False) -> tuple[dict, list[dict]]:
     """Fine-tune a classifier from the "electra.*" tensors of `encoder_params` (a discriminator, or a fresh
-    random init for a baseline).
+    random init for a baseline), with a fresh head, or with keep_head the fc.head that encoder_params holds
+    (a classifier trained further: its label ids must be those of `train`).
 
     Inputs:  train, dev: (encoded examples, labels) from finetune_data.encode_examples; fc: FinetuneConfig
     Returns: (best params by fc.metric on dev, history: list of per-epoch dicts)
     """
     config = config.replace(hidden_dropout_prob=fc.dropout, attention_probs_dropout_prob=fc.dropout)
-    params = init_classifier(encoder_params, config, num_labels, fc.head, fc.seed)
+    params = init_classifier(encoder_params, config, num_labels, fc.head, fc.seed, keep_head)
     scales = layer_lr_scales(params, config.num_hidden_layers, fc.layerwise_lr_decay, fc.official_layer_decay)
     opt = AdamW(params, weight_decay=fc.weight_decay)
     clf = make_classifier(config, fc.backend)
@@ -124,7 +129,7 @@ def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train
         t0, losses = time.time(), []
         for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng, fc.pad_to_multiple,
                                         config.max_position_embeddings):
-            loss, m, grads = clf.step(params, batch, labels, rng, train=True)
+            loss, m, grads = clf.step(params, batch, labels, rng, train=True, p_head=fc.head_dropout)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
             if fc.clip_norm:
