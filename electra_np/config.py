@@ -151,6 +151,7 @@ class PretrainingConfig:
     mask_prob: float = 0.15
     disc_weight: float = 50.0          # lambda in L_MLM + lambda * L_disc
     temperature: float = 1.0           # Gumbel-max sampling temperature
+    final_temperature: float | None = None  # None: temperature throughout; else linear from temperature to this
     generator_hidden_size: float = 0.25
     mask_token_prob: float = 0.85      # of the chosen positions, this share becomes [MASK]; the rest keep their token
     objective: str = "electra"         # "electra" or "mlm" (the BERT baseline: MLM loss only)
@@ -162,12 +163,26 @@ class PretrainingConfig:
             raise ValueError(f"disc_weight must be a finite number >= 0, got {self.disc_weight!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if self.final_temperature is not None and not self.final_temperature > 0:
+            raise ValueError(f"final_temperature must be > 0, got {self.final_temperature!r}")
         if not 0.0 < self.generator_hidden_size <= 1.0:
             raise ValueError(f"generator_hidden_size must be in (0, 1], got {self.generator_hidden_size!r}")
         if not 0.0 <= self.mask_token_prob <= 1.0:
             raise ValueError(f"mask_token_prob must be in [0, 1], got {self.mask_token_prob!r}")
         if self.objective not in ("electra", "mlm"):
             raise ValueError(f"objective must be 'electra' or 'mlm', got {self.objective!r}")
+
+    def temperature_at(self, step: int, steps: int) -> float:
+        """The sampling temperature of optimizer step `step` (0-based) of `steps`: `temperature` throughout, or,
+        with final_temperature, linear from temperature at step 0 to final_temperature at the last step. A high
+        start gives the discriminator rare, easily found replacements while it learns to look at tokens at all
+        (at temperature 1 a young generator replaces with frequent words, and a tiny discriminator can stay at the
+        always-original baseline); the end is the paper's objective (Fast-ELECTRA, Dong et al. 2023, anneals the
+        temperature for the same reason)."""
+        if self.final_temperature is None:
+            return self.temperature
+        frac = step / max(1, steps - 1)
+        return self.temperature + (self.final_temperature - self.temperature) * min(1.0, max(0.0, frac))
 
     def max_predictions(self, T: int) -> int:
         """Official `max_predictions_per_seq = int((mask_prob + 0.005) * max_seq_length)`."""

@@ -36,8 +36,9 @@ def default_backend():
 def reference_step(setup):
     """model.electra_forward + model.electra_backward as one call."""
 
-    def step(params, batch, rng, corruption=None, train=True):
-        loss, metrics, cache = electra_forward(params, setup, batch, rng=rng, corruption=corruption, train=train)
+    def step(params, batch, rng, corruption=None, train=True, temperature=None):
+        loss, metrics, cache = electra_forward(params, setup, batch, rng=rng, corruption=corruption, train=train,
+                                               temperature=temperature)
         return loss, metrics, electra_backward(cache, setup)
 
     return step

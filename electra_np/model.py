@@ -169,13 +169,14 @@ def prepare_step(params, setup, batch, rng, corruption, shapes=None):
     return input_ids, attention_mask, token_type_ids, corruption
 
 
-def electra_forward(params, setup, batch, rng=None, corruption=None, train=True):
+def electra_forward(params, setup, batch, rng=None, corruption=None, train=True, temperature=None):
     """One pretraining forward pass.
 
     Inputs:  params: the joint dict (params.py); setup: Electra; batch: dict with input_ids and optionally
              attention_mask, token_type_ids (B, T); rng: np.random.Generator for masking, sampling and
              dropout; corruption: a Corruption that fixes masking and samples (then rng is only used for
-             dropout, and for samples if corruption.samples is None); train: dropout on
+             dropout, and for samples if corruption.samples is None); train: dropout on; temperature: the
+             sampling temperature of this step (None: setup.objective.temperature; a schedule's value)
     Returns: loss (0-d), metrics dict, cache
     """
     input_ids, attention_mask, token_type_ids, corruption = prepare_step(params, setup, batch, rng, corruption)
@@ -201,7 +202,7 @@ def electra_forward(params, setup, batch, rng=None, corruption=None, train=True)
     if samples is None:
         if rng is None:
             raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
-        samples = gumbel_sample(mlm_logits, obj.temperature, rng)
+        samples = gumbel_sample(mlm_logits, obj.temperature if temperature is None else temperature, rng)
     corruption = Corruption(corruption.masked, corruption.use_mask_token, np.asarray(samples, np.int64))
     cache["corruption"] = corruption  # a new object: the caller's corruption is never modified
     disc_ids = input_ids.copy()

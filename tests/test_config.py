@@ -36,9 +36,17 @@ def test_invalid_config_names_the_field(field, value, message):
 def test_pretraining_config_checks():
     assert PretrainingConfig().max_predictions(128) == 19  # official int((0.15 + 0.005) * 128)
     for kw, msg in [({"mask_prob": 0}, "mask_prob"), ({"temperature": 0}, "temperature"),
+                    ({"final_temperature": 0}, "final_temperature"), ({"final_temperature": -1.0}, "final_temperature"),
                     ({"objective": "gan"}, "objective"), ({"generator_hidden_size": 2}, "generator_hidden_size")]:
         with pytest.raises(ValueError, match=msg):
             PretrainingConfig(**kw)
+
+
+def test_temperature_schedule_is_constant_or_linear_from_first_to_last_step():
+    assert [PretrainingConfig(temperature=3.0).temperature_at(s, 5) for s in range(5)] == [3.0] * 5
+    annealed = PretrainingConfig(temperature=3.0, final_temperature=1.0)
+    assert [annealed.temperature_at(s, 5) for s in range(5)] == [3.0, 2.5, 2.0, 1.5, 1.0]
+    assert annealed.temperature_at(7, 5) == 1.0 and annealed.temperature_at(0, 1) == 3.0  # clamped; one step
 
 
 def test_hugging_face_config_json_round_trip(tmp_path):

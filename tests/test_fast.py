@@ -4,6 +4,7 @@ in float64 (1e-10) and float32; the same refusals; the workspace reused across s
 encoder and inference against the reference's; its gradient against finite differences. Then the
 process-wide settings of fast/runtime.py, each in a fresh interpreter."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -94,6 +95,22 @@ def test_both_attention_paths_equal_the_reference(monkeypatch, fused):
     compare(setup, perturbed(setup, np.float64), batch(), 1e-10)
     enc = Encoder(setup.disc, 3, 7, np.dtype(np.float64))
     assert enc.fused == fused and hasattr(enc, "att_scratch") == fused and hasattr(enc, "scores") != fused
+
+
+def test_a_step_temperature_is_the_objective_temperature_of_that_step():
+    """temperature= (a schedule's value) gives, on both paths, the step of an objective with that temperature,
+    and at a high temperature other samples than at 1 (so the argument reaches the sampling)."""
+    setup = make_setup(dropout=0.0)
+    hot = Electra.build(setup.disc, dataclasses.replace(setup.objective, temperature=5.0))
+    params, b = perturbed(setup, np.float64), batch()
+    for backend in ("numpy", "fast"):
+        _, m_arg, g_arg = make_step(setup, backend)(params, b, np.random.default_rng(4), temperature=5.0)
+        _, m_hot, g_hot = make_step(hot, backend)(params, b, np.random.default_rng(4))
+        _, m_one, _ = make_step(setup, backend)(params, b, np.random.default_rng(4))
+        assert m_arg == m_hot and m_arg["disc_loss"] != m_one["disc_loss"]
+        assert g_arg.keys() == g_hot.keys()
+        for k in g_arg:
+            np.testing.assert_array_equal(g_arg[k], g_hot[k])
 
 
 def test_fast_equals_reference_with_explicit_corruption_and_eval_mode():

@@ -59,6 +59,10 @@ PRETRAIN_HELP = {
     "temperature": f"sampling temperature of the generator's replacements; above 1 samples rarer tokens, easier to "
                    f"detect (default: {_TINY['temperature']:g} with the tiny preset, the default; "
                    f"{_P.temperature:g}, the paper's, with small and base)",
+    "final_temperature": "anneal the temperature linearly from --temperature at the first step to this at the "
+                         "last (e.g. --temperature 3 --final_temperature 1: easy replacements while the "
+                         "discriminator starts, the paper's objective at the end) (default: none, a constant "
+                         "temperature)",
     "generator_hidden_size": f"generator size as a fraction of the discriminator's hidden size "
                              f"(default: {_P.generator_hidden_size:g})",
     "mask_token_prob": f"share of the masked positions shown to the generator as [MASK]; the rest keep their "
@@ -104,7 +108,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         g.add_argument(f"--{f.name}", help=MODEL_HELP[f.name].format(_preset_values(f.name)), **kwargs)
     g = p.add_argument_group("objective")
     for f in PRETRAIN_FIELDS:
-        kwargs = {"choices": ("electra", "mlm")} if f.name == "objective" else {"type": f.type}
+        kwargs = ({"choices": ("electra", "mlm")} if f.name == "objective" else
+                  {"type": float} if f.name == "final_temperature" else {"type": f.type})
         g.add_argument(f"--{f.name}", help=PRETRAIN_HELP[f.name], **kwargs)
     p.set_defaults(func=cmd_pretrain)
     return p

@@ -69,7 +69,7 @@ class FastStep:
         return self.workspaces[B, T, dt]
 
     def __call__(self, params: dict, batch: dict, rng: np.random.Generator | None, corruption=None, train: bool = True,
-                 outputs: bool = False) -> tuple:
+                 outputs: bool = False, temperature: float | None = None) -> tuple:
         """As model.electra_forward then model.electra_backward. outputs=True adds a dict of fresh copies of
         what the reference's cache exposes: mlm_logits (M, V), the corruption with its samples, and for
         ELECTRA disc_logits (B, T) and labels (B, T)."""
@@ -100,7 +100,8 @@ class FastStep:
             if samples is None:
                 if rng is None:
                     raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
-                samples = ws.gen_head.sample(obj.temperature, draw_seed(rng))  # masking.gumbel_sample's draw
+                t = obj.temperature if temperature is None else temperature
+                samples = ws.gen_head.sample(t, draw_seed(rng))  # masking.gumbel_sample's draw
             samples = np.asarray(samples, np.int64)
 
         # generator backward, before the discriminator runs (its activations are about to be reused).

@@ -18,14 +18,15 @@ POOLED = ("disc_precision", "disc_recall", "disc_balanced_acc")  # over all held
 
 
 def held_out_metrics(params: dict, setup: Electra, data, batch_size: int, max_examples: int,
-                     seed: int = EVAL_SEED) -> dict:
+                     seed: int = EVAL_SEED, temperature: float | None = None) -> dict:
     """Held-out metrics, dropout off, masks and samples from a fixed seed (comparable across evaluations).
 
     Averages are over tokens, not batches: MLM terms over masked positions, discriminator terms over
     real (non-padding) tokens; precision, recall, balanced accuracy and ROC AUC are computed over all the
     held-out tokens at once. The collapse check (diagnostics.py) reads the last hidden states of the
     discriminator (of the generator for the MLM objective) that the forward pass computed anyway.
-    Inputs:  data: a data.PretrainingData split; max_examples: its first examples to use
+    Inputs:  data: a data.PretrainingData split; max_examples: its first examples to use; temperature: the
+             sampling temperature (None: the objective's; a scheduled run passes the current one)
     Returns: dict with loss, mlm_loss, mlm_acc (+ disc_loss, disc_acc, replaced_frac, disc_baseline_acc,
              disc_precision, disc_recall, disc_balanced_acc, disc_auc), token_spread, cls_cosine, mean_cosine,
              examples.
@@ -36,7 +37,7 @@ def held_out_metrics(params: dict, setup: Electra, data, batch_size: int, max_ex
     diagnostics = HeldOutDiagnostics()
     for start in range(0, n, batch_size):
         batch = data.batch(np.arange(start, min(start + batch_size, n)))
-        _, m, cache = electra_forward(params, setup, batch, rng=rng, train=False)
+        _, m, cache = electra_forward(params, setup, batch, rng=rng, train=False, temperature=temperature)
         if "disc" in cache:
             diagnostics.add(cache["disc"][0]["hidden_states"][-1], batch["attention_mask"], cache["disc_logits"],
                             cache["labels"])

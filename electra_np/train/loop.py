@@ -183,7 +183,9 @@ class Session:
         t0 = time.perf_counter()
         batch = self.train_data.batch(next(state.sampler))                          # load
         lr = learning_rate(state.step, tc.lr, tc.warmup, tc.steps)
-        loss, metrics, grads = self.step_fn(state.params, batch, state.rng)         # step: forward + backward
+        temperature = self.setup.objective.temperature_at(state.step, tc.steps)
+        loss, metrics, grads = self.step_fn(state.params, batch, state.rng,         # step: forward + backward
+                                            temperature=temperature)
         _check_losses(metrics, state.step, self.ckpt_path)
         grads, norm = (clip_by_global_norm(grads, tc.clip_norm, inplace=True) if tc.clip_norm > 0  # clip
                        else (grads, global_norm(grads)))
@@ -193,6 +195,8 @@ class Session:
         self.update(state.params, grads, lr)                                        # update
         state.step += 1
         metrics = dict(metrics, grad_norm=norm)
+        if self.setup.objective.final_temperature is not None:
+            metrics["temperature"] = temperature
         self.window.add(metrics, time.perf_counter() - t0)
         if self.first_loss is None:
             self.first_loss = metrics["loss"]
@@ -234,8 +238,9 @@ class Session:
 
     def evaluate(self) -> dict:
         """held_out.held_out_metrics, with the unigram entropy of the training tokens beside the MLM loss."""
+        temperature = self.setup.objective.temperature_at(max(0, self.state.step - 1), self.tc.steps)  # the last step's
         ev = held_out_metrics(self.state.params, self.setup, self.eval_data, self.tc.batch_size,
-                              self.tc.eval_examples)
+                              self.tc.eval_examples, temperature=temperature)
         ev["unigram_entropy"] = self.unigram_entropy
         return ev
 

@@ -107,7 +107,8 @@ def header_lines(setup: Electra, tc: TrainConfig, tokenizer: Tokenizer, n_params
 
 
 def step_line(step: int, steps: int, m: dict, electra: bool, lr: float, tok_s: float, left: float) -> str:
-    return (f"step {step:>{len(str(steps))}}/{steps} | {format_metrics(m, electra)} | lr {lr:.2e} "
+    temperature = f"| T {m['temperature']:.2f} " if "temperature" in m else ""
+    return (f"step {step:>{len(str(steps))}}/{steps} | {format_metrics(m, electra)} | lr {lr:.2e} {temperature}"
             f"| gnorm {m['grad_norm']:.2f} | {tok_s:,.0f} tok/s | {format_time(left)} left")
 
 
