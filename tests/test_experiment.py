@@ -138,6 +138,23 @@ def test_an_interrupted_pretraining_is_resumed(done, tmp_path, monkeypatch):
     assert len(commands) == 5 and commands[-1]["command"] == unit["command"] and commands[-1]["session"] == 1
 
 
+def test_another_labelled_count_reuses_the_pretraining(done, tmp_path, monkeypatch):
+    """--pretraining_from: a second experiment (other N labelled) fine-tunes the first one's pretrained models and
+    runs no command; a folder pretrained with other settings is refused with exit 2."""
+    root = copy_of(done, tmp_path)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(exp.subprocess, "run", lambda *a, **k: pytest.fail("a command ran"))
+    monkeypatch.setattr(exp.subprocess, "Popen", lambda *a, **k: pytest.fail("a pretraining ran"))
+    second = [*done["argv"], "--labelled", "30", "--out", "out30", "--pretraining_from", "out"]
+    assert exp.main(second) == 0
+    r, first = json.loads((root / "out30" / "results.json").read_text()), results(root)
+    assert sorted(r["conditions"]) == sorted(first["conditions"])
+    assert not any((root / "out30").glob("pretrain_*")) and not (root / "out30" / "vocab.txt").exists()
+    units = {f.stem for f in (root / "out30" / "units").glob("*.json")}
+    assert units and all(u.startswith("ft_") for u in units)
+    assert exp.main([*second, "--out", "out30b", "--vocab_size", "60"]) == 2
+
+
 def test_the_lr_choice_never_reads_dev(done, tmp_path, monkeypatch):
     """Dev labels flipped: the same lr choices and held-out scores; dev accuracy becomes 1 - accuracy (the same
     predictions: no dev label reached training or a choice)."""
