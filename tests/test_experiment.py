@@ -253,3 +253,39 @@ def test_help_explains_the_protocol(capsys):
     out = capsys.readouterr().out
     for words in ("held-out", "Paired bootstrap", "--budget_minutes", "--resume", "--labelled", "--unlabelled"):
         assert words in out
+
+
+def load_probe():
+    sys.modules.setdefault("electra_experiment", exp)  # the script imports it from its own folder
+    spec = importlib.util.spec_from_file_location("probe_encoders", SCRIPT.parent / "probe_encoders.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    return probe
+
+
+def test_probe_encoders_splits_embeddings_from_layers_and_scores_each(done, monkeypatch, capsys):
+    """examples/probe_encoders.py: emb:FOLDER is the run's embeddings under the random start's layers, layers:FOLDER
+    the reverse; the command fine-tunes each encoder per seed and prints its held-out accuracies."""
+    probe = load_probe()
+    monkeypatch.chdir(done["root"])
+    disc = "out/pretrain_electra/discriminator"
+    _, pretrained = exp.load_encoder(disc)
+    _, fresh = probe.encoder("random", disc, 1)
+    _, emb = probe.encoder(f"emb:{disc}", disc, 1)
+    _, layers = probe.encoder(f"layers:{disc}", disc, 1)
+    assert sorted(emb) == sorted(layers) == sorted(pretrained) == sorted(fresh)
+    for k in pretrained:
+        assert not np.array_equal(pretrained[k], fresh[k]) or k.endswith(("bias", "LayerNorm.weight"))
+        np.testing.assert_array_equal(emb[k], pretrained[k] if ".embeddings." in k else fresh[k])
+        np.testing.assert_array_equal(layers[k], fresh[k] if ".embeddings." in k else pretrained[k])
+    argv = ["--train", "data/train.tsv", "--text_column", "text", "--labelled", "40", "--vocab", "out/vocab.txt",
+            "--epochs", "2", "--seeds", "2", "--threads", "1", "random", f"layers:{disc}"]
+    assert probe.main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "held-out accuracy" in line]
+    assert [line.split()[0] for line in lines] == ["random", f"layers:{disc}"]
+    for line in lines:
+        seeds = [float(x) for x in line.split("(seeds: ")[1].rstrip(")").split()]
+        assert len(seeds) == 2 and all(0 <= x <= 1 for x in seeds)
+        assert f"held-out accuracy {np.mean(seeds):.3f}" in line
+    with pytest.raises(SystemExit, match="no model.npz"):
+        probe.main([*argv[:-2], "random", "out"])
