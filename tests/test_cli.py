@@ -105,6 +105,7 @@ def test_every_subcommand_has_help(capsys, command):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     assert len(sub.description or "") > 80
+    assert any("--threads" in x.option_strings for x in sub._actions)  # main() applies it before any command
     formatter = sub._get_formatter()
     for a in sub._actions:
         if not a.option_strings or a.dest == "help":

@@ -118,7 +118,7 @@ def predictions(text):
 
 def test_commands_exit_0_on_success_and_2_on_bad_input(classifier, tmp_path, capsys):
     out, dev = classifier
-    assert main(["evaluate", "--model", str(out), "--data", str(dev)]) == 0
+    assert main(["evaluate", "--model", str(out), "--data", str(dev), "--threads", "1"]) == 0
     assert "accuracy" in capsys.readouterr().out
     assert main(["predict", "--model", str(out), "--data", str(dev), "--output", str(tmp_path / "p.tsv")]) == 0
     assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "absent.tsv")]) == 2

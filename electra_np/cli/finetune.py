@@ -4,7 +4,7 @@ pretrained discriminator (an electra_np run, or a Hugging Face ElectraForPreTrai
     electra-np finetune --model runs/electra-tiny --train train.tsv --dev dev.tsv --out_dir runs/sst2
     electra-np evaluate --model runs/sst2 --data dev.tsv
     electra-np predict  --model runs/sst2 --data new.tsv --output predictions.tsv
-    electra-np finetune --model runs/sst2 --train more.tsv --dev dev.tsv --out_dir runs/sst2-more  # trains on
+    electra-np finetune --model runs/sst2 --train more.tsv --dev dev.tsv --out_dir runs/sst2-more  # same labels: its head goes on training
 
 finetune --model may also be a classifier (ours, or a Hugging Face ElectraForSequenceClassification folder):
 when its label names are those of the training data, its head is trained further (label ids matched by name),
