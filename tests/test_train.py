@@ -7,6 +7,7 @@ pretrain` in-process; the learning test runs the tiny preset on the embedded cor
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -306,6 +307,11 @@ def test_learning_on_the_embedded_corpus(env, tmp_path):
     assert final["loss"] < 0.65 * first, (first, final)
     assert final["disc_acc"] > final["disc_baseline_acc"] + 0.05, final
     assert final["disc_loss"] < evals[0]["disc_loss"] and final["mlm_loss"] < 6.5
+    # its lines are docstring paragraphs: split into sentences by default (at 64 tokens packing then drops 25% of
+    # the tokens, each example's last sentence overflowing as in the official code, against 34% unsplit)
+    assert json.loads((out / run_dir.RUN_NAME).read_text())["data_source"]["split_sentences"] is True
+    cut = re.search(r"packing cut off (\d+)% of the corpus", (out / run_dir.LOG_NAME).read_text())
+    assert cut and 15 <= int(cut.group(1)) <= 30, cut
 
 
 # ----------------------------------------------------------------------------- a wall-clock budget

@@ -44,11 +44,18 @@ def add_corpus_options(p, vocab_help: bool = True, packing: bool = True) -> None
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                    help="lowercase and strip accents before WordPiece, as uncased BERT/ELECTRA (default: on)")
     split = ("split each line into sentences after . ! ? (and Chinese or Japanese 。！？) before packing "
-             "(for one-paragraph-per-line text, whose long lines are otherwise cut to one example) (default: off)")
+             "(for one-paragraph-per-line text, whose long lines are otherwise cut to one example) (default: off; on "
+             "for the embedded corpus, whose lines are paragraphs)")
     if not packing:
         split = ("accepted for the same command line as prepare and pretrain; the vocabulary is the same either way "
                  "(sentences end where words do) (default: off)")
     p.add_argument("--split_sentences", action=argparse.BooleanOptionalAction, help=split)
+
+
+def split_by_default(split_sentences: bool | None, corpus) -> bool:
+    """--split_sentences as given, else on for the embedded corpus only (one docstring paragraph per line: unsplit,
+    packing would cut a fifth of its tokens), off for a user's corpus, whose line layout is the user's."""
+    return bool(split_sentences) if split_sentences is not None else corpus is None
 
 
 def read_json_object(path) -> dict:

@@ -27,7 +27,7 @@ from ..train.loop import train
 from ..train.report import RunLog, format_summary
 from ..train.run_dir import CHECKPOINT_NAME, check_out_dir
 from ..train.state import resume_differences
-from .common import EVAL_FRACTION_HELP, EXIT_INTERRUPTED, CliError, add_corpus_options
+from .common import EVAL_FRACTION_HELP, EXIT_INTERRUPTED, CliError, add_corpus_options, split_by_default
 
 MODEL_HELP = {
     "vocab_size": "vocabulary size to learn when no --vocab is given (presets: {}); the model's vocab_size is "
@@ -286,6 +286,8 @@ def _run_settings(given, resume, overwrite):
         meta = checkpoint.read_meta(out_dir / CHECKPOINT_NAME)
         saved = {k: v for k, v in _flatten_saved(meta).items() if k != "stop_at"}
         settings, explicit = resolve_settings(given, saved)
+    if not resume and settings.get("data") is None:  # a resumed run keeps what its checkpoint recorded
+        settings["split_sentences"] = split_by_default(explicit.get("split_sentences"), settings["corpus"])
     settings["out_dir"] = str(out_dir)
     return settings, explicit, out_dir, meta
 

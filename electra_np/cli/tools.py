@@ -20,7 +20,7 @@ from ..data.tokenizer import Tokenizer, build_vocab
 from ..gradcheck import check_electra
 from ..masking import Corruption
 from ..model import Electra, electra_backward, electra_forward
-from .common import EVAL_FRACTION_HELP, CliError, add_corpus_options
+from .common import EVAL_FRACTION_HELP, CliError, add_corpus_options, split_by_default
 
 GRADCHECK_TOLERANCE = 1e-5
 ZERO_GRADIENT = 1e-10  # below this a key bias's gradient is rounding noise (its true gradient is 0)
@@ -88,7 +88,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         tokenizer = vocab_for_corpus(sources, args.vocab_size, lowercase)
     meta = prepare_corpus(source_specs(sources), tokenizer, args.out_dir, max_seq_length=args.seq_len,
                           seed=args.seed, eval_fraction=args.eval_fraction, progress=True, overwrite=args.overwrite,
-                          split_sentences=bool(args.split_sentences))
+                          split_sentences=split_by_default(args.split_sentences, args.corpus))
     s = meta["splits"]
     print(f"wrote {args.out_dir}: {s['train']['examples']:,} training and {s['eval']['examples']:,} held-out "
           f"examples of {args.seq_len} tokens, vocabulary of {meta['vocab_size']} tokens")
