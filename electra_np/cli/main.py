@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_parser(sub)
     plot.add_parser(sub)
     export.add_parser(sub)
-    for name, p in sub.choices.items():  # main() applied it before parsing; every command accepts it
+    for p in sub.choices.values():  # main() applied it before parsing; every command accepts it
         if not any("--threads" in action.option_strings for action in p._actions):
             p.add_argument("--threads", type=int, help="threads for BLAS and Numba (default: ELECTRA_NP_THREADS, "
                                                        "else every CPU this process may use)")
