@@ -6,8 +6,10 @@ pretrain` in-process; the learning test runs the tiny preset on the embedded cor
 
 import json
 import math
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -453,3 +455,25 @@ def test_log_txt_holds_what_the_console_showed(env, tmp_path, capsys, monkeypatc
     shown = capsys.readouterr().out
     assert "building a " in shown and "preparing examples" in shown and "done: 2 steps" in shown
     assert (out / run_dir.LOG_NAME).read_text(encoding="utf-8") == shown
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_with_a_checkpoint_and_resume_finishes_it(env, tmp_path, signum):
+    """Ctrl-C or SIGTERM (a scheduler, `kill`, the end of a session) in the middle of training: the run saves a
+    checkpoint at the step it reached, says how to continue, exits 130; --resume finishes the run."""
+    out = tmp_path / "signalled"
+    cmd = [sys.executable, "-m", "electra_np", "pretrain", "--corpus", env["corpus"], "--out_dir", str(out), *SMALL,
+           "--steps", "100000", "--eval_every", "0", "--save_every", "0", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "ELECTRA_NP_CACHE": str(env["root"] / "cache")})
+    for line in proc.stdout:  # training has begun: send the signal between steps
+        if line.startswith("step"):
+            proc.send_signal(signum)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, rest
+    step = checkpoint.read_meta(out / run_dir.CHECKPOINT_NAME)["step"]
+    assert 1 <= step < 100000 and f"interrupted: checkpoint at step {step}" in rest
+    assert "continue with --resume" in rest
+    assert cli.main(["pretrain", "--out_dir", str(out), "--resume", "--stop_at", str(step + 2)]) == 0
+    assert checkpoint.read_meta(out / run_dir.CHECKPOINT_NAME)["step"] == step + 2

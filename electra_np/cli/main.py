@@ -6,7 +6,7 @@
     electra-np detect | plot | export                          (detect.py, plot.py, export.py)
 
 Exit codes: 0 success; 2 the user's mistake (one line on stderr, no traceback, nothing written);
-1 a run that failed (training diverged, a gradient check failed); 130 interrupted (Ctrl-C, after a
+1 a run that failed (training diverged, a gradient check failed); 130 interrupted (Ctrl-C or SIGTERM, after a
 checkpoint). ELECTRA_NP_TRACEBACK=1 shows the traceback instead of the one line.
 
 The first thing main() does, before anything imports NumPy, is fast.runtime.configure(--threads): the

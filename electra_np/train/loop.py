@@ -313,16 +313,18 @@ def _check_losses(metrics, step, ckpt_path):
 
 
 class _StopFlag:
-    """Ctrl-C (SIGINT) asks the loop to stop after the current step with a checkpoint; a second Ctrl-C
-    interrupts at once."""
+    """Ctrl-C (SIGINT) or SIGTERM (a scheduler, `kill`, the end of a session) asks the loop to stop after the
+    current step with a checkpoint; a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
@@ -331,5 +333,5 @@ class _StopFlag:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
