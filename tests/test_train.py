@@ -477,3 +477,19 @@ def test_a_signal_stops_the_run_with_a_checkpoint_and_resume_finishes_it(env, tm
     assert "continue with --resume" in rest
     assert cli.main(["pretrain", "--out_dir", str(out), "--resume", "--stop_at", str(step + 2)]) == 0
     assert checkpoint.read_meta(out / run_dir.CHECKPOINT_NAME)["step"] == step + 2
+
+
+@pytest.mark.parametrize("bad_step", [-1, 7, 2.5])
+def test_a_checkpoint_step_outside_the_run_is_refused(env, tmp_path, capsys, bad_step):
+    """A step beyond --steps would "finish" at once, a negative one would train above the peak lr: refused in one
+    line naming the file, exit 2, the checkpoint left as it was."""
+    out = tmp_path / "edited"
+    assert pretrain(env, out, "--steps", "6", "--stop_at", "2", "--eval_every", "0") == 0
+    path = out / run_dir.CHECKPOINT_NAME
+    arrays, meta = checkpoint.load(path)
+    checkpoint.save(path, arrays, dict(meta, step=bad_step))
+    capsys.readouterr()
+    assert cli.main(["pretrain", "--out_dir", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"its step {bad_step!r} is outside 0..6" in err and str(path) in err and len(err.splitlines()) == 1
+    assert checkpoint.read_meta(path)["step"] == bad_step

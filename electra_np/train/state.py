@@ -64,6 +64,10 @@ def restore_state(state: RunState, path, setup: Electra, model_config: ElectraCo
                                tokenizer.do_lower_case)
     if diffs:
         raise RunError(f"cannot resume {path}: this run differs from it in\n  " + "\n  ".join(diffs))
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= tc.steps:
+        raise checkpoint.CheckpointError(f"{path}: its step {step!r} is outside 0..{tc.steps}, the run's steps "
+                                         "(a damaged or edited checkpoint)")
     saved = checkpoint.group(arrays, "params")
     try:
         check_params(saved, setup.shapes(), what=f"{path} parameters")
