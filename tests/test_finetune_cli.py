@@ -163,16 +163,10 @@ def test_help_shows_descriptions_and_defaults(capsys):
         assert "(default: " in text and len(text.split("options:")[0]) > 200, command  # a description above
 
 
-def test_evaluate_and_predict_take_a_hugging_face_classifier_folder(tmp_path, capsys):
+def test_evaluate_and_predict_take_a_hugging_face_classifier_folder(hf_classifier, capsys):
     """A classifier folder as transformers writes it (here: exported from ours) is read by evaluate and predict:
     label names from its config.json, the same probabilities as the folder it came from."""
-    pytest.importorskip("safetensors")
-    model = model_dir(tmp_path)
-    train, dev = tsv(tmp_path / "train.tsv", 200, 0), tsv(tmp_path / "dev.tsv", 40, 1)
-    ours, theirs = tmp_path / "clf", tmp_path / "clf-hf"
-    assert main(["finetune", "--model", str(model), "--head", "hf", "--train", str(train), "--dev", str(dev),
-                 "--out_dir", str(ours), "--epochs", "1", "--lr", "3e-3", "--batch_size", "16"]) == 0
-    assert main(["export", str(ours), "--out", str(theirs)]) == 0
+    ours, theirs, _, dev = hf_classifier
     assert not (theirs / "finetune.json").exists() and not (theirs / "model.npz").exists()
     capsys.readouterr()
     outputs = []
