@@ -361,7 +361,7 @@ class HFStep:
         c = corrupt(b["input_ids"], b["attention_mask"], setup.excluded_ids, 0.15, setup.objective.max_predictions(
             b["input_ids"].shape[1]), 0.85, np.random.default_rng(2))
         samples = np.random.default_rng(3).integers(5, setup.disc.vocab_size, int(c.masked.sum()))
-        c = Corruption(c.masked, c.use_mask_token, samples)
+        c = Corruption(c.masked, c.use_mask_token, samples, np.argwhere(c.masked))
         ref = float(electra_forward(params, setup, b, corruption=c, train=False)[0])
         self.disc.eval()
         self.gen.eval()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ElectraConfig, PretrainingConfig, generator_config
-from .masking import Corruption, check_corruption, corrupt, gumbel_sample
+from .masking import check_corruption, corrupt, gumbel_sample, with_samples
 from .ops.attention import key_mask_bias
 from .ops.embeddings import embeddings_backward, embeddings_forward
 from .ops.heads import (
@@ -203,7 +203,7 @@ def electra_forward(params, setup, batch, rng=None, corruption=None, train=True,
         if rng is None:
             raise ValueError("electra_forward needs rng to sample replacements, or corruption.samples")
         samples = gumbel_sample(mlm_logits, obj.temperature if temperature is None else temperature, rng)
-    corruption = Corruption(corruption.masked, corruption.use_mask_token, np.asarray(samples, np.int64))
+    corruption = with_samples(corruption, samples)  # row-major, as positions above
     cache["corruption"] = corruption  # a new object: the caller's corruption is never modified
     disc_ids = input_ids.copy()
     disc_ids.reshape(-1)[positions] = corruption.samples  # (B, T)

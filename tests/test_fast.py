@@ -120,7 +120,7 @@ def test_fast_equals_reference_with_explicit_corruption_and_eval_mode():
     masked[0, [1, 2, 5]] = masked[1, 1] = masked[2, 6] = True
     use = masked.copy()
     use[0, 5] = False
-    corr = Corruption(masked, use, np.array([7, 9, 11, 5, 20]))
+    corr = Corruption(masked, use, np.array([7, 9, 11, 5, 20]), np.argwhere(masked))
     compare(setup, perturbed(setup, np.float64), b, 1e-10, corruption=corr, train=False)
     compare(setup, perturbed(setup, np.float64), b, 1e-10, corruption=Corruption(masked, use), train=True)
 
@@ -280,7 +280,7 @@ def test_fast_step_kernels_against_finite_differences(monkeypatch, act, fused):
     masked[0, [1, 3]] = masked[1, 1] = masked[2, 5] = True
     use_mask = masked.copy()
     use_mask[0, 3] = False
-    corruption = Corruption(masked, use_mask, np.array([9, b["input_ids"][0, 3], 11, 6]))
+    corruption = Corruption(masked, use_mask, np.array([9, b["input_ids"][0, 3], 11, 6]), np.argwhere(masked))
     step = make_step(setup, "fast")
     grads = {k: g.copy() for k, g in step(params, b, np.random.default_rng(9), corruption)[2].items()}
     errors = check_function(lambda: float(step(params, b, np.random.default_rng(9), corruption)[0]), params, grads,

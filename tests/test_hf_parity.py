@@ -106,7 +106,7 @@ def make_corruption(batch, vocab_size, rng):
     positions = np.flatnonzero(c.masked)
     samples = rng.integers(1, vocab_size, len(positions))  # never [PAD] = 0: see test_pad_row_gradient_differs
     samples[0] = ids.reshape(-1)[positions[0]]  # a correct guess is labelled "original"
-    return Corruption(c.masked, c.use_mask_token, samples)
+    return Corruption(c.masked, c.use_mask_token, samples, np.argwhere(c.masked))
 
 
 def to_torch(batch):
@@ -343,7 +343,7 @@ def test_pad_row_gradient_differs_by_design(pairs):
     c = make_corruption(batch, setup.disc.vocab_size, rng)
     samples = c.samples.copy()
     samples[-1] = setup.disc.pad_token_id  # the generator "sampled" [PAD] at a real position
-    c = Corruption(c.masked, c.use_mask_token, samples)
+    c = Corruption(c.masked, c.use_mask_token, samples, np.argwhere(c.masked))
     electra_loss(disc, gen, setup, batch, c).loss.backward()
     cache = electra_forward(joint, setup, batch, corruption=c, train=False)[2]
     ours = electra_backward(cache, setup)["discriminator.electra.embeddings.word_embeddings.weight"]

@@ -62,7 +62,7 @@ def fixed_corruption(batch, samples):
     masked[1, 1] = True
     use_mask = masked.copy()
     use_mask[0, 3] = False  # one chosen position keeps its token
-    return Corruption(masked, use_mask, None if samples is None else np.array(samples))
+    return Corruption(masked, use_mask, *(() if samples is None else (np.array(samples), np.argwhere(masked))))
 
 
 @pytest.mark.parametrize("objective", ["electra", "mlm"])
@@ -197,7 +197,8 @@ def test_explicit_positions():
     bad[1, 4] = True
     with pytest.raises(ValueError, match=r"padding position \(batch 1, position 4\)"):
         electra_forward(params, setup, batch, corruption=Corruption(bad, bad, np.array([7])))
-    good = fixed_corruption(batch, [1, 2])
+    good = fixed_corruption(batch, None)
+    good.samples = np.array([1, 2])  # set after construction: the forward pass itself must count them
     with pytest.raises(ValueError, match="3 integers"):
         electra_forward(params, setup, batch, corruption=good)
     with pytest.raises(ValueError, match="samples holds a token id outside"):

@@ -22,7 +22,7 @@ batch shape, which overwrites them. Copy them to keep them.
 import numpy as np
 
 from ..counter_rng import draw_seed
-from ..masking import Corruption
+from ..masking import Corruption, with_samples
 from ..model import Electra, disc_metrics, prepare_step
 from ..params import EMBEDDING_TABLES, POSITION, SHARED_KEYS, TOKEN_TYPE, WORD, generator_params, sub
 from . import runtime
@@ -132,7 +132,7 @@ class FastStep:
         metrics.update(disc_metrics(loss, disc_loss, disc_logits, labels, attention_mask))
         if outputs:
             out.update(disc_logits=disc_logits.copy(), labels=labels,
-                       corruption=_copy(Corruption(corruption.masked, corruption.use_mask_token, samples)))
+                       corruption=_copy(with_samples(corruption, samples)))
 
         # discriminator backward
         ddisc = bce_backward(mlm_loss.dtype.type(obj.disc_weight), disc_logits, labels, attention_mask, n_real,
@@ -158,4 +158,5 @@ def _gather(shapes, *sources):
 
 
 def _copy(c):
-    return Corruption(c.masked.copy(), c.use_mask_token.copy(), None if c.samples is None else np.array(c.samples))
+    fresh = Corruption(c.masked.copy(), c.use_mask_token.copy())
+    return fresh if c.samples is None else with_samples(fresh, np.array(c.samples))  # samples row-major already
