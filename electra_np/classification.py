@@ -131,6 +131,8 @@ def check_labels(labels, B, num_labels):
     if num_labels == 1:
         if not (np.issubdtype(labels.dtype, np.floating) or np.issubdtype(labels.dtype, np.integer)):
             raise ValueError(f"regression targets must be numbers, got dtype {labels.dtype}")
+        if not np.isfinite(labels).all():  # one NaN target makes the loss and every gradient NaN
+            raise ValueError(f"regression targets must be finite, got {labels[~np.isfinite(labels)][0]}")
         return labels
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"class labels must be integers, got dtype {labels.dtype}")

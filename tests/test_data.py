@@ -504,7 +504,7 @@ def test_tsv_documents_and_sentences(tmp_path):
             for d in (train, held)] == ["w1 w2 w3 w4 w5 w6", "w7 w8 w9 w0"]
     (tmp_path / "r.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")  # path:column names the column
     meta = prepare_corpus([f"{tmp_path / 'r.txt'}:label"], tok, tmp_path / "out2", eval_fraction=0,
-                          progress=False)
+                          progress=False, max_unk_share=None)  # the toy vocabulary cannot spell pos/neg
     assert meta["sources"][0]["column"] == "label" and meta["documents"] == 3
     with pytest.raises(ValueError, match="no column 'stars'"):
         prepare_corpus([f"{tmp_path / 'r.tsv'}:stars"], tok, tmp_path / "out3", progress=False)

@@ -8,7 +8,8 @@ folder (config.json, model.safetensors, vocab.txt, tokenizer_config.json, specia
 AutoTokenizer.from_pretrained and AutoModelForPreTraining / AutoModelForMaskedLM /
 AutoModelForSequenceClassification.from_pretrained load the folder on its own, and give electra_np's ids and
 logits (tests/test_export.py). The weights come from model.npz, so a run made before the `hf` extra was
-installed exports too; writing model.safetensors needs that extra. The folder is written in one atomic step.
+installed exports too; writing model.safetensors needs that extra. The folder is written in one atomic step
+(atomic.atomic_folder): an --overwrite that fails leaves the old folder as it was.
 """
 
 import argparse
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import hf
-from .common import CliError, DefaultsHelpFormatter, folder_tokenizer
+from ..classification import head_of
+from .common import CliError, DefaultsHelpFormatter, check_apart, classifier_labels, folder_tokenizer
 
 WHAT = {"discriminator": "discriminator", "generator": "generator", "classifier": "classifier"}  # --what -> kind
 AUTO_CLASS = {"discriminator": "AutoModelForPreTraining", "generator": "AutoModelForMaskedLM",
@@ -61,9 +63,8 @@ def source_folder(path: Path, what: str | None) -> tuple[Path, str]:
 
 def check_out(out: Path, given: Path, overwrite: bool) -> None:
     """--out may not be, hold or sit inside the input; an existing non-empty one needs --overwrite."""
-    out, given = out.resolve(), given.resolve()
-    if out == given or given in out.parents or out in given.parents:
-        raise CliError(f"--out {out} is the input folder, inside it or holds it; choose a separate folder")
+    check_apart(out, "--out", folders={"input": given})
+    out = out.resolve()
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -85,7 +86,7 @@ def cmd_export(args: argparse.Namespace, echo=print) -> int:
     extra = None
     if kind == "classifier":
         d = hf.read_config(folder)
-        label2id = {str(k): int(v) for k, v in d["label2id"].items()}
+        label2id = classifier_labels(d, head_of(params)[1], folder / hf.CONFIG_NAME)
         extra = {"id2label": {str(i): label for label, i in label2id.items()}, "label2id": label2id}
         if d.get("classifier_dropout") is not None:  # the head's dropout in fine-tuning (finetune --model)
             extra["classifier_dropout"] = d["classifier_dropout"]

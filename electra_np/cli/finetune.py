@@ -10,6 +10,12 @@ finetune --model may also be a classifier (ours, or a Hugging Face ElectraForSeq
 when its label names are those of the training data, its head is trained further (label ids matched by name),
 else a fresh head is drawn; a line says which. A Hugging Face config's classifier_dropout is the head's dropout.
 Weights keep the dtype of the folder they come from (a float64 model is fine-tuned and used in float64).
+With --regression the label is a number (a score, as STS-B's): one output trained with squared error, scored by
+Pearson and Spearman; evaluate and predict tell such a model by its single output.
+
+What the data costs is said, and data that cannot work is refused in one line naming the file, line or option:
+each set's size, [UNK] share and what --max_seq_length cut (labelled.report_lines; a set mostly [UNK] is refused),
+empty or unknown labels, one class, scores read as classes, non-finite targets, numbers that train on nothing.
 
 A fine-tuned folder holds model.npz (+ model.safetensors with the `hf` extra), config.json (with the
 label names), vocab.txt, finetune.json (the recipe and the data columns) and history.jsonl.
@@ -17,6 +23,7 @@ label names), vocab.txt, finetune.json (the recipe and the data columns) and his
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -28,11 +35,29 @@ from .. import hf
 from ..atomic import atomic_folder, atomic_write_text
 from ..classification import head_of
 from ..config import ElectraConfig
-from ..data.labelled import Example, encode_examples, label_map, read_tsv
+from ..data.labelled import (
+    Example,
+    check_targets,
+    check_unk_share,
+    encode_with_report,
+    label_map,
+    min_seq_length,
+    read_tsv,
+    report_lines,
+)
 from ..data.tokenizer import Tokenizer
 from ..train.finetune import FinetuneConfig, evaluate, finetune, predict_logits
-from .common import DefaultsHelpFormatter, folder_tokenizer, read_json_object
+from ..train.run_dir import LOCK_NAME, hold
+from .common import check_apart, classifier_labels, folder_tokenizer, read_json_object
+from .finetune_args import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    add_evaluate_parser,
+    add_finetune_parser,
+    add_predict_parser,
+)
 
+REGRESSION_LABELS = {"LABEL_0": 0}  # one output, named as transformers names it (num_labels=1: regression)
 ENCODER_ARCHS = ("ElectraForPreTraining", "ElectraModel", "ElectraForSequenceClassification",
                  "ElectraNpOfficialClassifier")
 
@@ -52,25 +77,18 @@ def model_folder(path) -> Path:
 
 
 def load_model(path) -> tuple[ElectraConfig, dict, dict]:
-    """(config, params, config dict) from model.npz, or from Hugging Face weights via electra_np.hf; either way in
-    the dtype the folder holds (half precision becomes float32: hf.load_dtype)."""
+    """(config, params, config dict) through hf.from_pretrained, the loader every command shares: model.npz or
+    Hugging Face weights, in the dtype the folder holds (half precision becomes float32: hf.load_dtype), and a
+    truncated file, a missing or misshapen tensor or a NaN weight refused in one line naming the file."""
     folder = model_folder(path)
-    d = json.loads((folder / "config.json").read_text())
+    d = read_json_object(folder / "config.json")
     arch = (d.get("architectures") or ["?"])[0]
     if arch == "ElectraForMaskedLM":
         raise FinetuneError(f"{folder}: this is a generator (ElectraForMaskedLM); fine-tuning starts from a "
                             "discriminator (ElectraForPreTraining) or an encoder")
     if arch not in ENCODER_ARCHS:
         raise FinetuneError(f"{folder}: architecture {arch!r} is not an ELECTRA discriminator or classifier")
-    if (folder / "model.npz").is_file():
-        config = ElectraConfig.from_dict(d, source=str(folder / "config.json"))
-        try:
-            with np.load(folder / "model.npz") as z:
-                params = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as e:
-            raise FinetuneError(f"{folder / 'model.npz'}: unreadable ({e})") from None
-    else:
-        config, params, _ = hf.from_pretrained(folder)
+    config, params, _ = hf.from_pretrained(folder)
     return config, params, d
 
 
@@ -101,6 +119,8 @@ def save_classifier(out_dir, config: ElectraConfig, params: dict, tokenizer: Tok
     d = config.to_dict()
     d.update(architectures=[head], id2label={str(i): label for label, i in labels.items()},
              label2id=dict(labels), num_labels=len(labels))
+    if columns.get("regression"):  # transformers' ElectraForSequenceClassification then trains it with MSE
+        d["problem_type"] = "regression"
     if fc.head_dropout is not None:
         d["classifier_dropout"] = fc.head_dropout
     with atomic_folder(out_dir) as tmp:
@@ -126,12 +146,28 @@ def _save_hf_weights(folder, config, params, d):
     shutil.rmtree(folder / "hf")
 
 
+def check_out_dir(args: argparse.Namespace, out: Path) -> None:
+    """--out_dir may not be, sit inside or hold --model, nor hold --train, --dev or --vocab: the classifier
+    replaces the whole folder at the end (atomic_folder). A non-empty one needs --overwrite (a lock file left by
+    a killed run does not count)."""
+    check_apart(out, "--out_dir", folders={"--model": args.model},
+                files={"--train": args.train, "--dev": args.dev, "--vocab": args.vocab})
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not args.overwrite:
+        raise FinetuneError(f"{out}: the output folder is not empty (pass --overwrite to replace it)")
+
+
 def cmd_finetune(args: argparse.Namespace, echo=print) -> dict:
     out = Path(args.out_dir)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FinetuneError(f"{out}: the output folder is not empty (pass --overwrite to replace it)")
+    check_out_dir(args, out)
+    with hold(out, echo):  # one writer per folder; a folder made only for the lock is removed if the run fails
+        return _finetune(args, out, echo)
+
+
+def _finetune(args: argparse.Namespace, out: Path, echo) -> dict:
     if args.random_init and not args.vocab:
         raise FinetuneError("--random_init needs --vocab (and the model folder for its config)")
+    check_numbers(args, training=True)
+    metric = dev_metric(args)
     config, params, d = load_model(args.model)
     tokenizer = load_tokenizer(args.model, args.vocab, args.lowercase)
     if len(tokenizer) != config.vocab_size:
@@ -142,27 +178,84 @@ def cmd_finetune(args: argparse.Namespace, echo=print) -> dict:
 
         params = init_params(encoder_shapes(config), config.initializer_range, args.seed)
     train_ex, dev_ex = read_examples(args, args.train), read_examples(args, args.dev)
-    head, labels, keep_head = choose_head(args, params, d, label_map(train_ex), echo)
+    head, labels, keep_head = choose_head(args, params, d, training_labels(args, train_ex), echo)
     fc = FinetuneConfig(learning_rate=args.lr, layerwise_lr_decay=args.layer_decay,
                         official_layer_decay=args.official_layer_decay, epochs=args.epochs,
                         batch_size=args.batch_size, max_seq_length=args.max_seq_length, head=head,
-                        head_dropout=d.get("classifier_dropout"), seed=args.seed, metric=args.metric,
+                        head_dropout=d.get("classifier_dropout"), seed=args.seed, metric=metric,
                         weight_decay=args.weight_decay, backend=args.backend)
     if fc.head_dropout is not None:  # Hugging Face's ElectraClassificationHead reads it
         echo(f"head dropout {fc.head_dropout:g}: the classifier_dropout of {model_folder(args.model) / 'config.json'}")
     T = min(fc.max_seq_length, config.max_position_embeddings)
-    train = encode_examples(train_ex, tokenizer, T, labels)
-    dev = encode_examples(dev_ex, tokenizer, T, labels)
-    echo(f"fine-tuning {model_folder(args.model)} on {len(train_ex)} examples, {len(labels)} labels "
-         f"{sorted(labels)}, dev {len(dev_ex)}")
+    if T < fc.max_seq_length:
+        echo(f"note: --max_seq_length {fc.max_seq_length} is more than the model's {T} positions "
+             f"(max_position_embeddings): sequences are cut to {T} tokens")
+    train = encode_set(train_ex, args.train, tokenizer, T, labels, args.regression, echo, always=True)
+    dev = encode_set(dev_ex, args.dev, tokenizer, T, labels, args.regression, echo, always=True)
+    what = "a regression target" if args.regression else f"{len(labels)} labels {sorted(labels)}"
+    echo(f"fine-tuning {model_folder(args.model)} on {len(train_ex)} examples, {what}, dev {len(dev_ex)}")
     best, history = finetune(params, config, len(labels), train, dev, fc, tokenizer.pad_id, log=echo,
                              keep_head=keep_head)
     columns = {"text_column": args.text_column, "text_b_column": args.text_b_column,
-               "label_column": args.label_column, "no_header": args.no_header, "task": args.task}
+               "label_column": args.label_column, "no_header": args.no_header, "task": args.task,
+               "regression": args.regression}
     save_classifier(out, config, best, tokenizer, labels, fc, history, columns)
     best_epoch = max(history, key=lambda h: h[fc.metric])
     echo(f"best dev {fc.metric} {best_epoch[fc.metric]:.4f} (epoch {best_epoch['epoch']}); saved to {out}")
     return best_epoch
+
+
+def check_numbers(args: argparse.Namespace, training: bool) -> None:
+    """Refuse numbers that would fail deep inside (a zero batch size, a sequence with no room for text) or train
+    on nothing (no epochs, a learning rate <= 0), naming the option."""
+    if args.batch_size < 1:
+        raise FinetuneError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if not training:
+        return
+    if args.epochs < 1:
+        raise FinetuneError(f"--epochs must be at least 1, got {args.epochs}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise FinetuneError(f"--lr must be a positive number, got {args.lr:g}")
+    if not 0 < args.layer_decay <= 1:
+        raise FinetuneError(f"--layer_decay must be in (0, 1], got {args.layer_decay:g}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise FinetuneError(f"--weight_decay must be a number >= 0, got {args.weight_decay:g}")
+    pairs = args.text_b_column is not None
+    need = min_seq_length(pairs)
+    if args.max_seq_length < need:
+        holds = "[CLS] a [SEP] b [SEP] for a sentence pair" if pairs else "[CLS] a token of text [SEP]"
+        raise FinetuneError(f"--max_seq_length must be at least {need} ({holds}), got {args.max_seq_length}")
+
+
+def dev_metric(args: argparse.Namespace) -> str:
+    """--metric, by default accuracy (classes) or pearson (--regression); a metric of the other kind is refused."""
+    if args.metric is None:
+        return "pearson" if args.regression else "accuracy"
+    if args.regression != (args.metric in REGRESSION_METRICS):
+        kind = "regression" if args.regression else "classification"
+        choices = REGRESSION_METRICS if args.regression else CLASSIFICATION_METRICS
+        raise FinetuneError(f"--metric {args.metric} does not score {kind}; choose one of {', '.join(choices)}")
+    return args.metric
+
+
+def training_labels(args: argparse.Namespace, examples: list) -> dict[str, int]:
+    """{label name: class id} of the training set (labelled.label_map: one class, or scores read as classes,
+    refused), or the single output of --regression (labelled.check_targets), named as transformers names it."""
+    if args.regression:
+        check_targets(examples)
+        return dict(REGRESSION_LABELS)
+    return label_map(examples)
+
+
+def encode_set(examples: list, source, tokenizer: Tokenizer, T: int, labels: dict | None, regression: bool,
+               echo, always: bool = False) -> tuple:
+    """A labelled set encoded (labelled.encode_with_report): refused if the vocabulary cannot spell it, and what
+    truncation to T tokens cut said in a line (always: also when nothing was cut). Returns (encoded, y)."""
+    encoded, y, report = encode_with_report(examples, tokenizer, T, None if regression else labels, regression)
+    check_unk_share(report, source)
+    for line in report_lines(report, source, T, always):
+        echo(line)
+    return encoded, y
 
 
 def choose_head(args, params, d: dict, labels: dict, echo) -> tuple[str, dict, bool]:
@@ -174,7 +267,7 @@ def choose_head(args, params, d: dict, labels: dict, echo) -> tuple[str, dict, b
     except ValueError:  # a discriminator or an encoder (or --random_init's fresh encoder): no head to keep
         return args.head or "official", labels, False
     folder = model_folder(args.model)
-    theirs = folder_labels(d, params)
+    theirs = classifier_labels(d, head_of(params)[1], folder / "config.json")
     if set(theirs) != set(labels):
         only = [f"only in the {what}: {', '.join(sorted(a - b))}" for what, a, b in
                 (("model", set(theirs), set(labels)), ("training data", set(labels), set(theirs))) if a - b]
@@ -189,15 +282,6 @@ def choose_head(args, params, d: dict, labels: dict, echo) -> tuple[str, dict, b
     return head, labels, False
 
 
-def folder_labels(d: dict, params: dict) -> dict[str, int]:
-    """{label name: class id} of a classifier's config.json: label2id, else id2label, else transformers' own names
-    LABEL_0, LABEL_1, ... for the head's classes."""
-    label2id = d.get("label2id") or {name: int(i) for i, name in (d.get("id2label") or {}).items()}
-    if not label2id:
-        label2id = {f"LABEL_{i}": i for i in range(head_of(params)[1])}
-    return {str(label): int(i) for label, i in label2id.items()}
-
-
 def _classifier(args):
     """A classifier folder: ours (finetune.json holds the recipe and the data columns), or any Hugging Face
     ElectraForSequenceClassification folder (label names from its config.json; text and label columns as
@@ -206,7 +290,7 @@ def _classifier(args):
     f = folder / "finetune.json"
     config_file = folder / "config.json"
     if f.is_file():
-        meta = json.loads(f.read_text())
+        meta = _finetune_meta(f)
     elif config_file.is_file() and "ElectraForSequenceClassification" in (read_json_object(config_file).get("architectures")
                                                                           or []):
         meta = None
@@ -214,12 +298,23 @@ def _classifier(args):
         raise FinetuneError(f"{folder}: not a fine-tuned classifier (no finetune.json, and config.json names no "
                             "ElectraForSequenceClassification)")
     config, params, d = load_model(folder)
-    labels = folder_labels(d, params)
+    labels = classifier_labels(d, head_of(params)[1], folder / "config.json")
     if meta is None:
         meta = {"recipe": {"max_seq_length": config.max_position_embeddings},
                 "columns": {"text_column": "sentence", "text_b_column": None, "label_column": "label",
                             "no_header": False, "task": None}}
     return config, params, labels, load_tokenizer(folder), meta
+
+
+def _finetune_meta(path) -> dict:
+    """finetune.json: {"recipe": {..., "max_seq_length": int}, "columns": {...}}; one line naming it otherwise."""
+    meta = read_json_object(path)
+    recipe, columns = meta.get("recipe"), meta.get("columns")
+    if not (isinstance(recipe, dict) and isinstance(recipe.get("max_seq_length"), int) and isinstance(columns, dict)):
+        raise FinetuneError(f"{path}: damaged (it needs a recipe with max_seq_length, and the data columns)")
+    for k in ("text_column", "text_b_column", "label_column", "no_header", "task"):
+        columns.setdefault(k, None)
+    return meta
 
 
 def _examples(args, cols):
@@ -233,36 +328,45 @@ def _examples(args, cols):
 
 
 def cmd_evaluate(args: argparse.Namespace, echo=print) -> dict:
+    check_numbers(args, training=False)
     config, params, labels, tokenizer, meta = _classifier(args)
     ex = _examples(args, meta["columns"])
     T = min(meta["recipe"]["max_seq_length"], config.max_position_embeddings)
-    enc, y = encode_examples(ex, tokenizer, T, labels)
+    regression = head_of(params)[1] == 1
+    enc, y = encode_set(ex, args.data, tokenizer, T, labels, regression, echo)
     scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id, args.backend)
     echo(" ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(ex)} examples)")
     return scores
 
 
 def cmd_predict(args: argparse.Namespace, echo=print) -> np.ndarray:
+    check_numbers(args, training=False)
     config, params, labels, tokenizer, meta = _classifier(args)
     ex = _texts(args, meta["columns"])
-    enc, _ = encode_examples(ex, tokenizer, min(meta["recipe"]["max_seq_length"], config.max_position_embeddings))
+    note = echo if args.output else (lambda line: print(line, file=sys.stderr))  # stdout carries the predictions
+    T = min(meta["recipe"]["max_seq_length"], config.max_position_embeddings)
+    enc, _ = encode_set(ex, "standard input" if args.data == "-" else args.data, tokenizer, T, None, False, note)
     logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id, args.backend)
-    names = sorted(labels, key=labels.get)
-    z = logits - logits.max(1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     pair = any(e.text_b is not None for e in ex)
-    lines = ["text\t" + ("text_b\t" if pair else "") + "label\t" + "\t".join(f"p_{n}" for n in names)]
-    for e, p in zip(ex, probs):
-        text = e.text_a + ("\t" + (e.text_b or "") if pair else "")
-        lines.append(f"{text}\t{names[p.argmax()]}\t" + "\t".join(f"{q:.6f}" for q in p))
+    texts = [e.text_a + ("\t" + (e.text_b or "") if pair else "") for e in ex]
+    head = "text\t" + ("text_b\t" if pair else "")
+    if logits.shape[1] == 1:  # a regression head: its output is the prediction
+        out = logits[:, 0]
+        lines = [head + "prediction"] + [f"{t}\t{v:.6f}" for t, v in zip(texts, out)]
+    else:
+        names = sorted(labels, key=labels.get)
+        z = logits - logits.max(1, keepdims=True)
+        out = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        lines = [head + "label\t" + "\t".join(f"p_{n}" for n in names)]
+        lines += [f"{t}\t{names[p.argmax()]}\t" + "\t".join(f"{q:.6f}" for q in p) for t, p in zip(texts, out)]
     text = "\n".join(lines) + "\n"
     if args.output:
-        out = Path(args.output)
-        atomic_write_text(out, text)
-        echo(f"wrote {len(ex)} predictions to {out}")
+        path = Path(args.output)
+        atomic_write_text(path, text)
+        echo(f"wrote {len(ex)} predictions to {path}")
     else:
         sys.stdout.write(text)
-    return probs
+    return out
 
 
 def _texts(args: argparse.Namespace, cols: dict) -> list[Example]:
@@ -272,7 +376,7 @@ def _texts(args: argparse.Namespace, cols: dict) -> list[Example]:
     if args.data == "-" or (Path(args.data).suffix.lower() == ".txt" and args.text_column is None):
         raw = sys.stdin.read() if args.data == "-" else _read_text(args.data)
         texts = [line.strip() for line in raw.split("\n")]
-        ex = [Example(t, None, None, n) for n, t in enumerate(texts, 1) if t]
+        ex = [Example(t, None, None, n, source) for n, t in enumerate(texts, 1) if t]
     else:
         if args.text_column is None and not args.no_header:  # no columns given: those of training
             task = args.task or cols.get("task")
@@ -296,87 +400,8 @@ def _read_text(path) -> str:
         raise FinetuneError(f"{path}: not UTF-8 (byte offset {e.start})") from None
 
 
-def _column(s):
-    """A column given on the command line: a header name, or an index with --no_header."""
-    return int(s) if s.isdigit() else s
-
-
-CLASSIFIER_HELP = ("a classifier: a folder written by `electra-np finetune`, or a Hugging Face "
-                   "ElectraForSequenceClassification folder (with its vocab.txt); weights keep its dtype")
-
-
 def add_parsers(sub) -> None:
-    """Register the three commands on an argparse subparsers object."""
-    def columns(p, labelled=True, training=False):
-        same = "" if training else " (default: as in training)"
-        p.add_argument("--task", choices=["sst2", "cola"], help="read GLUE SST-2 / CoLA files as they come" + same)
-        p.add_argument("--text_column", default="sentence" if training else None, type=_column,
-                       help="header name (or 0-based index with --no_header) of the text" + same)
-        p.add_argument("--text_b_column", default=None, type=_column,
-                       help="second text of a sentence pair, if any" + same)
-        if labelled:
-            p.add_argument("--label_column", default="label" if training else None, type=_column,
-                           help="header name (or index) of the label" + same)
-        p.add_argument("--no_header", action="store_true", help="the TSV has no header row; columns are indices")
-        p.add_argument("--batch_size", type=int, default=32, help="examples per batch")
-        p.add_argument("--backend", choices=["fast", "numpy"], default="fast",
-                       help="fast: Numba kernels and reused buffers; numpy: the readable reference (same numbers)")
-
-    p = sub.add_parser("finetune", help="fine-tune a discriminator for text classification",
-                       description="Fine-tune a pretrained discriminator (an electra_np run or an ELECTRA folder, "
-                                   "ours or Hugging Face) for text classification with the official recipe: "
-                                   "layer-wise learning-rate decay, warmup then linear decay, dev evaluation after "
-                                   "every epoch with the best epoch kept. A classifier given as --model is trained "
-                                   "further when its labels are those of --train.",
-                       formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="what to start from: an electra_np pretraining run (its discriminator), a discriminator or "
-                        "encoder folder (electra_np's, or Hugging Face's ElectraForPreTraining / ElectraModel), or a "
-                        "classifier (a folder of `electra-np finetune`, or Hugging Face's "
-                        "ElectraForSequenceClassification): its head is trained further when its label names are "
-                        "those of --train, else a fresh head is drawn. Weights keep the folder's dtype")
-    p.add_argument("--train", required=True, help="training TSV")
-    p.add_argument("--dev", required=True, help="dev TSV, evaluated after every epoch; the best epoch is kept")
-    p.add_argument("--out_dir", required=True, help="where the fine-tuned classifier goes")
-    p.add_argument("--vocab", default=None, help="vocab.txt (default: the model folder's)")
-    p.add_argument("--lowercase", default=None, action=argparse.BooleanOptionalAction,
-                   help="lowercase text (default: as the model's tokenizer_config.json says)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (official: 1e-4; 3e-4 for Small)")
-    p.add_argument("--layer_decay", type=float, default=0.8, help="layer-wise learning-rate decay")
-    p.add_argument("--official_layer_decay", action="store_true",
-                   help="reproduce the official code's off-by-one (top layer gets decay squared)")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs")
-    p.add_argument("--max_seq_length", type=int, default=128, help="longer examples are truncated")
-    p.add_argument("--head", choices=["official", "hf"], default=None,
-                   help="official: [CLS] -> dropout -> linear; hf: ElectraClassificationHead, the one `export` "
-                        "writes (default: a classifier --model's own, else official)")
-    p.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (official: 0)")
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "f1", "mcc"],
-                   help="dev metric that picks the best epoch")
-    p.add_argument("--seed", type=int, default=0, help="seed for the head, shuffling and dropout")
-    p.add_argument("--random_init", action="store_true",
-                   help="baseline: a randomly initialized encoder of the same shape")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out_dir")
-    columns(p, training=True)
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("evaluate", help="score a fine-tuned classifier on a labelled TSV",
-                       description="Score a fine-tuned classifier on a labelled TSV: accuracy, F1 and MCC (Pearson, "
-                                   "Spearman and MSE for regression). Columns: as in training unless given.",
-                       formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help=CLASSIFIER_HELP)
-    p.add_argument("--data", required=True, help="labelled TSV (same columns as training unless given)")
-    columns(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("predict", help="labels and probabilities for texts",
-                       description="Label texts with a fine-tuned classifier. Input: a .txt file or standard input "
-                                   "(-) with one text per line, or a TSV (its text column(s): --text_column, "
-                                   "--text_b_column, --no_header; default: the columns of training). Output: a TSV "
-                                   "with the text, the predicted label and each label's probability.",
-                       formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help=CLASSIFIER_HELP)
-    p.add_argument("--data", required=True, help="a .txt file (one text per line), a TSV, or - for standard input")
-    p.add_argument("--output", default=None, help="output TSV (default: standard output)")
-    columns(p, labelled=False)
-    p.set_defaults(func=cmd_predict)
+    """Register the three commands on an argparse subparsers object (their options: finetune_args.py)."""
+    add_finetune_parser(sub).set_defaults(func=cmd_finetune)
+    add_evaluate_parser(sub).set_defaults(func=cmd_evaluate)
+    add_predict_parser(sub).set_defaults(func=cmd_predict)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .dataset import PretrainingData, is_prepared_for, load_meta
+from .dataset import PretrainingData, check_unk_share, corpus_unk, is_prepared_for, load_meta
 from .default_corpus import cache_dir, default_corpus_path
 from .prepare import prepare_corpus
 from .sources import CorpusSource
@@ -108,12 +108,20 @@ def prepared_data(sources: Sequence[CorpusSource], tokenizer: Tokenizer, seq_len
 
 
 def data_fingerprint(meta: dict) -> dict:
-    """What identifies a prepared corpus (its meta.json): resuming on other data is refused."""
-    return {k: meta.get(k) for k in FINGERPRINT_KEYS}
+    """What identifies a prepared corpus (its meta.json): resuming on other data is refused. The content hash
+    (content_sha256) makes a corpus whose text changed while its counts did not another corpus; a folder
+    prepared before the hash was recorded has none, and its fingerprint stays the one its runs recorded."""
+    fingerprint = {k: meta.get(k) for k in FINGERPRINT_KEYS}
+    if meta.get("content_sha256") is not None:
+        fingerprint["content_sha256"] = meta["content_sha256"]
+    return fingerprint
 
 
 def open_data(folder) -> tuple[PretrainingData, PretrainingData, dict]:
-    """(train split, eval split, data_info) of a prepared folder."""
+    """(train split, eval split, data_info) of a prepared folder, which every pretraining run goes through:
+    a corpus mostly [UNK] under its vocabulary (dataset.check_unk_share) is refused here whichever way it came
+    (--data, --corpus with --vocab, a cache or a folder prepared before prepare refused it)."""
     meta = load_meta(folder)
     train_data, eval_data = PretrainingData(folder, "train"), PretrainingData(folder, "eval")
+    check_unk_share(*corpus_unk(meta, (train_data, eval_data)), folder)
     return train_data, eval_data, {"fingerprint": data_fingerprint(meta), "folder": str(folder)}

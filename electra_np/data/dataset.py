@@ -4,8 +4,14 @@ On disk (`out_dir/`): `train.ids.npy`, `train.types.npy`, `eval.ids.npy`, `eval.
 (shape (N, T), ids uint16 when the vocabulary has at most 65536 entries else int32, types
 uint8), `vocab.txt` (one token per line, line number = id) and `meta.json` (the settings, the counts
 and the sources it was made from; prepare_corpus's docstring lists its keys).
+
+Reading checks what it reads: a meta.json that is not a JSON object, or a .npy file truncated, missing or of
+another shape than meta.json says, is a one-line ValueError naming the file. The same module holds the checks a
+run makes of a corpus before training on it: its share of [UNK] (check_unk_share, counted from the rows for a
+folder prepared before meta.json recorded it) and the hash of its rows (content_sha256) that a resume compares.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,13 +20,14 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .sources import CorpusSource, Spec
-from .tokenizer import Tokenizer, vocab_sha256
+from .tokenizer import UNK_REFUSE, UNK_WARN, Tokenizer, vocab_sha256
 
 FORMAT_NAME = "electra_np.pretraining_data"
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 VOCAB_NAME = "vocab.txt"
 SPLITS = ("train", "eval")
+HASH_CHUNK_ROWS = 65536  # rows read at a time when hashing or counting a split
 
 
 def ids_name(split: str) -> str:
@@ -31,15 +38,54 @@ def types_name(split: str) -> str:
     return f"{split}.types.npy"
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; one-line ValueError naming the file otherwise (damaged, edited)."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable or not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(d).__name__}")
+    return d
+
+
 def load_meta(path: str | os.PathLike) -> dict:
-    """The meta dict of a prepared folder; ValueError if `path` holds no prepared corpus."""
+    """The meta dict of a prepared folder; ValueError naming the file if `path` holds no prepared corpus, or a
+    meta.json that is damaged (not JSON, not an object, missing a key every reader needs)."""
     meta_path = Path(path) / META_NAME
     if not meta_path.is_file():
         raise ValueError(f"no prepared corpus at {path} (missing {META_NAME}); run prepare_corpus first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json_object(meta_path)
     if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise ValueError(f"{meta_path}: not an {FORMAT_NAME} v{FORMAT_VERSION} folder")
+    missing = [k for k in ("max_seq_length", "vocab_size", "pad_id", "splits", "sources") if k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: damaged, it lacks {', '.join(missing)}; prepare the corpus again")
     return meta
+
+
+def _split_rows(path, meta: dict, split: str) -> int:
+    """The example count meta.json gives a split."""
+    try:
+        return int(meta["splits"][split]["examples"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{Path(path) / META_NAME}: damaged, it gives no example count for the {split} split; "
+                         "prepare the corpus again") from None
+
+
+def open_array(path: Path, shape: tuple[int, int], dtypes: tuple[str, ...]) -> np.ndarray:
+    """A split's .npy file as a read-only memory map, checked against what meta.json says (rows, width, dtype):
+    a truncated or replaced file is a one-line ValueError naming it, not a failure deep inside training."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing from the prepared corpus; prepare the corpus again") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: damaged or truncated ({e}); prepare the corpus again") from None
+    if array.shape != shape or array.dtype.name not in dtypes:
+        raise ValueError(f"{path}: holds a {array.dtype.name} array of shape {array.shape} where meta.json says "
+                         f"{shape}; the prepared corpus is damaged, prepare it again")
+    return array
 
 
 def is_prepared_for(out_dir: str | os.PathLike, inputs: Spec | Sequence[Spec], tokenizer: Tokenizer,
@@ -75,8 +121,9 @@ class PretrainingData:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.path, self.split = Path(path), split
         self.meta = load_meta(path)
-        self.ids = np.load(self.path / ids_name(split), mmap_mode="r")  # (N, T)
-        self.types = np.load(self.path / types_name(split), mmap_mode="r")  # (N, T)
+        shape = (_split_rows(path, self.meta, split), self.meta["max_seq_length"])
+        self.ids = open_array(self.path / ids_name(split), shape, ("uint16", "int32"))  # (N, T)
+        self.types = open_array(self.path / types_name(split), shape, ("uint8",))  # (N, T)
         self.max_seq_length = self.meta["max_seq_length"]
         self.vocab_size = self.meta["vocab_size"]
         self.pad_id = self.meta["pad_id"]
@@ -165,6 +212,54 @@ class BatchSampler:
         return sampler
 
 
+def content_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of every split's token ids and types (dtype, shape and rows; not the .npy headers), in SPLITS
+    order: what the examples hold, so that a resume on a corpus whose counts match but whose text changed is
+    refused (cache.data_fingerprint carries it)."""
+    h = hashlib.sha256()
+    for split in SPLITS:
+        for name in (ids_name(split), types_name(split)):
+            array = np.load(Path(folder) / name, mmap_mode="r")  # (N, T)
+            h.update(f"{name} {array.dtype.str} {array.shape}\n".encode("ascii"))
+            for i in range(0, len(array), HASH_CHUNK_ROWS):
+                h.update(np.ascontiguousarray(array[i:i + HASH_CHUNK_ROWS]).tobytes())
+    return h.hexdigest()
+
+
+def corpus_unk(meta: dict, splits: Sequence[PretrainingData]) -> tuple[int, int]:
+    """([UNK] tokens, text tokens) of a prepared corpus: meta.json's counts of the text read, or, for a folder
+    prepared before they were recorded, counted over the examples' rows ([PAD], [CLS] and [SEP] left out)."""
+    if meta.get("tokens_unk") is not None and meta.get("tokens_read") is not None:
+        return int(meta["tokens_unk"]), int(meta["tokens_read"])
+    unk = tokens = 0
+    framing = [meta["pad_id"], meta.get("cls_id", -1), meta.get("sep_id", -1)]
+    for data in splits:
+        for i in range(0, len(data), HASH_CHUNK_ROWS):
+            rows = np.asarray(data.ids[i:i + HASH_CHUNK_ROWS])  # (rows, T)
+            unk += int((rows == meta.get("unk_id", -1)).sum())
+            tokens += int((~np.isin(rows, framing)).sum())
+    return unk, tokens
+
+
+def check_unk_share(unk: int, tokens: int, where, limit: float = UNK_REFUSE) -> None:
+    """Refuse a corpus whose text the vocabulary cannot spell: more than `limit` of its tokens [UNK] (a
+    vocabulary of another language or script, or a near-empty one). Pretraining on it "succeeds" and learns
+    nothing; the fix is a vocabulary learned from the text itself."""
+    if tokens and unk / tokens > limit:
+        raise ValueError(f"{where}: {unk / tokens:.0%} of the corpus's {tokens:,} tokens are [UNK]: the vocabulary "
+                         "does not fit this text; build a vocabulary from this text (electra-np build-vocab, or "
+                         "omit --vocab)")
+
+
+def unk_summary(meta: dict) -> str:
+    """"[UNK] 0.3% of the text's 12,345 tokens", for a summary line ("" for a folder prepared before it was
+    counted)."""
+    unk, read = meta.get("tokens_unk"), meta.get("tokens_read")
+    if unk is None or not read:
+        return ""
+    return f"[UNK] {unk / read:.1%} of the text's {read:,} tokens"
+
+
 TRUNCATION_WARN = 0.10  # a prepared corpus that lost more than this share of its tokens to packing is reported
 
 
@@ -175,12 +270,16 @@ def held_out_share_is_far(held: float, asked: float) -> bool:
 
 
 def preparation_warnings(meta: dict) -> list[str]:
-    """What a prepared corpus lost or did without a word, as lines: a warning, naming the fix, for the tokens cut
-    off by packing (lines longer than an example) and for a held-out share far from the one asked (a folder
-    prepared before prepare.py held out examples in that case); a note when the examples were split instead of
-    the documents (a corpus of a few, or very uneven, documents)."""
+    """What a prepared corpus lost or did without a word, as lines: a warning, naming the fix, for a share of
+    [UNK] above UNK_WARN, for the tokens cut off by packing (lines longer than an example) and for a held-out
+    share far from the one asked (a folder prepared before prepare.py held out examples in that case); a note
+    when the examples were split instead of the documents (a corpus of a few, or very uneven, documents)."""
     warnings = []
-    read, packed = meta.get("tokens_read"), meta.get("tokens_packed")
+    read, packed, unk = meta.get("tokens_read"), meta.get("tokens_packed"), meta.get("tokens_unk")
+    if unk is not None and read and unk / read > UNK_WARN:
+        warnings.append(f"warning: {unk / read:.1%} of the corpus's {read:,} tokens are [UNK] (words the vocabulary "
+                        "cannot spell): a vocabulary built from this text fits it better (electra-np build-vocab, "
+                        "or omit --vocab)")
     if read and (read - packed) / read > TRUNCATION_WARN:
         hint = ("use --split_sentences (its lines are paragraphs)" if not meta.get("split_sentences") else
                 "its sentences are longer than an example: use a longer --seq_len")

@@ -4,8 +4,15 @@ Sentence pairs are encoded as BERT and ELECTRA do: [CLS] A [SEP] B [SEP], token_
 segment and 1 for the second, the longer segment truncated first until the pair fits
 (google-research/electra finetune/classification/classification_tasks.py, `_truncate_seq_pair`).
 Batches are padded to the longest sequence in the batch.
+
+What a set loses or cannot use is said, not swallowed: an empty label cell, a label the model does not know, a
+regression target that is not a finite number are refused naming the file and line; a training set of one
+class, or of many numbers read as classes, is refused (check_classes); encode_with_report counts the examples
+cut to max_seq_length, the tokens they lost and the [UNK]s, and check_unk_share refuses a set that the
+vocabulary cannot spell.
 """
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .tokenizer import Tokenizer
+from .tokenizer import UNK_REFUSE, UNK_WARN, Tokenizer
 
 Column = str | int  # a header name, or a 0-based index in a file without a header
 Encoded = tuple[list[int], list[int]]  # (input ids, token type ids) of one example
+MAX_NUMERIC_CLASSES = 20  # more distinct labels than this, all numbers and not all whole: a regression target
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,32 @@ class Example:
     text_b: str | None
     label: str | None  # None when the file has no label column
     line: int  # 1-based line in its file, for error messages
+    source: str | None = None  # its file, for error messages
+
+
+def where(e: Example) -> str:
+    """"file, line n" of an example (or "line n" when its file is not known), for messages."""
+    return f"{e.source}, line {e.line}" if e.source else f"line {e.line}"
+
+
+@dataclass(frozen=True)
+class EncodingReport:
+    """What encoding a set did to its text: `cut` of the `examples` were longer than max_seq_length and lost
+    tokens; `tokens` text tokens ([CLS]/[SEP] not counted), `kept` of them after truncation, `unk` of them
+    [UNK] (words the vocabulary cannot spell)."""
+    examples: int
+    cut: int
+    tokens: int
+    kept: int
+    unk: int
+
+    @property
+    def unk_share(self) -> float:
+        return self.unk / self.tokens if self.tokens else 0.0
+
+    @property
+    def lost_share(self) -> float:
+        return (self.tokens - self.kept) / self.tokens if self.tokens else 0.0
 
 
 def read_tsv(path: str | os.PathLike, text_column: Column, label_column: Column | None,
@@ -63,8 +97,11 @@ def read_tsv(path: str | os.PathLike, text_column: Column, label_column: Column 
     for n, row in enumerate(rows[start:], start=start + 1):
         if len(row) != width:
             raise ValueError(f"{path}, line {n}: {len(row)} columns where the file has {width} (a ragged row)")
-        examples.append(Example(row[ia].strip(), None if ib is None else row[ib].strip(),
-                                None if il is None else row[il].strip(), n))
+        label = None if il is None else row[il].strip()
+        if label == "":
+            raise ValueError(f"{path}, line {n}: the label (column {label_column!r}) is empty; every example needs "
+                             "one (remove the line, or fill it in)")
+        examples.append(Example(row[ia].strip(), None if ib is None else row[ib].strip(), label, n, str(path)))
     return examples
 
 
@@ -80,11 +117,56 @@ def read_glue(task: str, folder: str | os.PathLike, split: str) -> list[Example]
 
 
 def label_map(examples: Iterable[Example]) -> dict[str, int]:
-    """Labels sorted as strings -> 0..K-1 (so "0"/"1" keep their meaning)."""
-    labels = sorted({e.label for e in examples})
+    """Labels sorted as strings -> 0..K-1 (so "0"/"1" keep their meaning), after check_classes."""
+    examples = list(examples)
+    check_classes(examples)
+    return {label: i for i, label in enumerate(sorted({e.label for e in examples}))}
+
+
+def _number(label: str | None) -> float | None:
+    try:
+        return float(label)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_classes(examples: Sequence[Example]) -> None:
+    """Refuse training labels a classifier cannot learn from: none, a single class (nothing to tell apart), or
+    more than MAX_NUMERIC_CLASSES distinct numbers that are not all whole (0.25, 3.7, ...: a score to regress on,
+    which read as classes would make every value a class of its own)."""
+    source = next((e.source for e in examples if e.source), "the training examples")
+    labels = {e.label for e in examples} - {None}
     if not labels:
-        raise ValueError("no labels in the training examples")
-    return {label: i for i, label in enumerate(labels)}
+        raise ValueError(f"{source}: no labels")
+    if len(labels) == 1:
+        raise ValueError(f"{source}: every example has the label {labels.pop()!r}; a classifier needs at least two "
+                         "classes to tell apart")
+    numbers = [_number(label) for label in labels]
+    if (len(labels) > MAX_NUMERIC_CLASSES and None not in numbers
+            and not all(math.isfinite(x) and x.is_integer() for x in numbers)):
+        sample = ", ".join(sorted(labels, key=_number)[:3])
+        raise ValueError(f"{source}: its {len(labels)} distinct labels are numbers such as {sample}: a score to "
+                         "regress on, not classes; pass --regression")
+
+
+def regression_target(e: Example) -> float:
+    """The label of `e` as a finite number; a ValueError naming its file and line otherwise."""
+    y = _number(e.label)
+    if y is None:
+        raise ValueError(f"{where(e)}: label {e.label!r} is not a number (regression)")
+    if not math.isfinite(y):
+        raise ValueError(f"{where(e)}: label {e.label!r} is not a finite number; a regression target must be one")
+    return y
+
+
+def check_targets(examples: Sequence[Example]) -> None:
+    """Refuse regression targets that are not finite numbers (naming the line), or all the same value (nothing to
+    learn: the correlation that scores the model is then undefined)."""
+    values = {regression_target(e) for e in examples}
+    if len(values) < 2:
+        source = next((e.source for e in examples if e.source), "the training examples")
+        raise ValueError(f"{source}: every example has the target {values.pop() if values else None!r}; regression "
+                         "needs at least two values")
 
 
 def truncate_pair(a: Sequence[int], b: Sequence[int], max_tokens: int) -> tuple[list[int], list[int]]:
@@ -95,35 +177,79 @@ def truncate_pair(a: Sequence[int], b: Sequence[int], max_tokens: int) -> tuple[
     return a, b
 
 
+def min_seq_length(pairs: bool) -> int:
+    """The shortest sequence that holds one token of text: [CLS] a [SEP], or [CLS] a [SEP] b [SEP] for pairs."""
+    return 4 if pairs else 3
+
+
 def encode_examples(examples: Iterable[Example], tokenizer: Tokenizer, max_seq_length: int,
                     labels: Mapping[str, int] | None = None,
                     regression: bool = False) -> tuple[list[Encoded], np.ndarray | None]:
     """Tokenize into id lists. Returns (list of (ids, types), label array or None).
-    An example whose label is not in `labels` is refused, naming its line."""
-    encoded, y = [], []
+    An example whose label is not in `labels` (or, for regression, not a finite number) is refused, naming its
+    file and line."""
+    encoded, y, _ = encode_with_report(examples, tokenizer, max_seq_length, labels, regression)
+    return encoded, y
+
+
+def encode_with_report(examples: Iterable[Example], tokenizer: Tokenizer, max_seq_length: int,
+                       labels: Mapping[str, int] | None = None,
+                       regression: bool = False) -> tuple[list[Encoded], np.ndarray | None, EncodingReport]:
+    """encode_examples, and an EncodingReport of what truncation cut and how much of the text is [UNK]."""
+    examples = list(examples)
+    need = min_seq_length(any(e.text_b is not None for e in examples))
+    if max_seq_length < need:
+        raise ValueError(f"max_seq_length {max_seq_length} leaves no room for text: at least {need} is needed "
+                         "([CLS], a token of each text, a [SEP] after each)")
+    encoded, y, cut, tokens, kept, unk = [], [], 0, 0, 0, 0
     for e in examples:
         a = tokenizer.encode(e.text_a)
         b = tokenizer.encode(e.text_b) if e.text_b is not None else []
+        n, unk = len(a) + len(b), unk + a.count(tokenizer.unk_id) + b.count(tokenizer.unk_id)
         a, b = truncate_pair(a, b, max_seq_length - (3 if e.text_b is not None else 2))
+        tokens, kept, cut = tokens + n, kept + len(a) + len(b), cut + (len(a) + len(b) < n)
         ids = [tokenizer.cls_id] + a + [tokenizer.sep_id]
         types = [0] * len(ids)
         if e.text_b is not None:
             ids += b + [tokenizer.sep_id]
             types += [1] * (len(b) + 1)
         encoded.append((ids, types))
-        if labels is not None or regression:
-            if regression:
-                try:
-                    y.append(float(e.label))
-                except (TypeError, ValueError):
-                    raise ValueError(f"line {e.line}: label {e.label!r} is not a number (regression)") from None
-            elif e.label not in labels:
-                raise ValueError(f"line {e.line}: unknown label {e.label!r}; the model knows {sorted(labels)}")
-            else:
-                y.append(labels[e.label])
+        if regression:
+            y.append(regression_target(e))
+        elif labels is not None:
+            if e.label not in labels:
+                raise ValueError(f"{where(e)}: unknown label {e.label!r}; the model knows {sorted(labels)}")
+            y.append(labels[e.label])
+    report = EncodingReport(len(examples), cut, tokens, kept, unk)
     if not y:
-        return encoded, None
-    return encoded, np.array(y, np.float64 if regression else np.int64)
+        return encoded, None, report
+    return encoded, np.array(y, np.float64 if regression else np.int64), report
+
+
+def check_unk_share(report: EncodingReport, source) -> None:
+    """Refuse a set whose text the model's vocabulary cannot spell (more than UNK_REFUSE of its tokens [UNK]):
+    fine-tuning or scoring it would run on [UNK]s, and "succeed"."""
+    if report.unk_share > UNK_REFUSE:
+        raise ValueError(f"{source}: {report.unk_share:.0%} of its {report.tokens:,} tokens are [UNK]: the model's "
+                         "vocabulary does not fit this text (another language or script?); use a model pretrained "
+                         "on text like it")
+
+
+def report_lines(report: EncodingReport, source, max_seq_length: int, always: bool = False) -> list[str]:
+    """What encoding `source` cost, as lines: a warning when more than UNK_WARN of its tokens are [UNK]; a line
+    for the examples that max_seq_length cut (how many, and the share of the set's tokens lost). always: that
+    line also when nothing was cut, with the set's size and [UNK] share (fine-tuning says it of both its sets)."""
+    lines = []
+    if report.unk_share > UNK_WARN:
+        lines.append(f"warning: {source}: {report.unk_share:.1%} of its {report.tokens:,} tokens are [UNK] (words "
+                     "the model's vocabulary cannot spell)")
+    size = f"{report.examples:,} examples, {report.tokens:,} tokens ([UNK] {report.unk_share:.1%}); " if always else ""
+    if report.cut:
+        lines.append(f"{source}: {size}{report.cut:,} of {report.examples:,} examples longer than {max_seq_length} "
+                     f"tokens were cut, losing {report.lost_share:.1%} of the set's {report.tokens:,} tokens")
+    elif always:
+        lines.append(f"{source}: {size}none longer than {max_seq_length} tokens")
+    return lines
 
 
 def pad_batch(encoded: Sequence[Encoded], pad_id: int, multiple: int = 1,

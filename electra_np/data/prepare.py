@@ -7,7 +7,8 @@ prepare_corpus runs three steps:
      `[CLS] A [SEP] B [SEP]` examples (ExampleBuilder, the official rules), a document's examples
      going to the split that holds it;
   3. the rows are streamed to `<split>.ids.npy` / `<split>.types.npy` (the layout is in dataset.py),
-     then `vocab.txt` and `meta.json` are written.
+     then `vocab.txt` and `meta.json` are written, with the share of the text's tokens that are [UNK] (a text
+     the vocabulary cannot spell is refused) and a hash of the rows (what a resume compares).
 When whole documents hold out a share of the examples far from eval_fraction (dataset.held_out_share_is_far:
 a corpus of a few documents, or of very uneven ones), the examples are split instead: the last
 round(eval_fraction * N) of them in text order are held out (_hold_out_examples), and meta.json says
@@ -37,13 +38,15 @@ from .dataset import (
     META_NAME,
     SPLITS,
     VOCAB_NAME,
+    check_unk_share,
+    content_sha256,
     held_out_share_is_far,
     ids_name,
     types_name,
 )
 from .packing import MIN_TARGET_LENGTH, ExampleBuilder, WordCachedEncoder, example_row
 from .sources import CorpusSource, Spec, held_out_documents
-from .tokenizer import Tokenizer, vocab_sha256
+from .tokenizer import UNK_REFUSE, Tokenizer, vocab_sha256
 
 CHUNK_ROWS = 4096  # rows buffered before a write
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports
@@ -182,7 +185,8 @@ class _Progress:
         else:
             self.callback = progress if callable(progress) else None
 
-    def __call__(self, done_bytes: int, lines: int, examples: int, final: bool = False) -> None:
+    def __call__(self, done_bytes: int, lines: int, examples: int, final: bool = False,
+                 unk_share: float | None = None) -> None:
         if self.callback is None:
             return
         now = time.monotonic()
@@ -194,13 +198,15 @@ class _Progress:
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("inf")
         self.callback({"bytes": done_bytes, "total_bytes": self.total, "fraction": fraction,
                        "lines": lines, "examples": examples, "elapsed": elapsed,
-                       "lines_per_s": lines / elapsed, "eta": 0.0 if final else eta, "final": final})
+                       "lines_per_s": lines / elapsed, "eta": 0.0 if final else eta, "final": final,
+                       "unk_share": unk_share})
 
 
 def _print_progress(p: dict) -> None:
     print(f"prepare: {100 * p['fraction']:5.1f}% of {p['total_bytes'] / 1e6:.1f} MB | "
           f"{p['lines']:,} lines, {p['lines_per_s']:,.0f} lines/s | {p['examples']:,} examples | "
-          + (f"done in {p['elapsed']:.1f} s" if p["final"] else f"ETA {p['eta']:.0f} s"),
+          + (f"done in {p['elapsed']:.1f} s" if p["final"] else f"ETA {p['eta']:.0f} s")
+          + ("" if p.get("unk_share") is None else f" | [UNK] {p['unk_share']:.1%} of the tokens"),
           file=sys.stderr, flush=True)
 
 
@@ -231,10 +237,11 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 def _pack(sources: list[CorpusSource], encoder: WordCachedEncoder, builder: ExampleBuilder,
           writers: dict[str, _SplitWriter], first_eval_doc: int, cls_id: int, sep_id: int,
-          report: _Progress) -> tuple[int, int]:
+          report: _Progress, unk_id: int) -> tuple[int, int, int, int, int]:
     """The second pass: every line encoded and packed, each example written to its document's split.
-    Returns: (lines, examples, tokens read, tokens packed): the difference is what packing cut off."""
-    done_bytes, lines, examples, doc, read, packed = 0, 0, 0, -1, 0, 0
+    Returns: (lines, examples, tokens read, tokens packed, [UNK] tokens read): read - packed is what packing
+    cut off; the [UNK] share of the text tells whether the vocabulary fits it (dataset.check_unk_share)."""
+    done_bytes, lines, examples, doc, read, packed, unk = 0, 0, 0, -1, 0, 0, 0
     in_doc = False
     for source in sources:
         for _, end, line in source.events():
@@ -246,6 +253,7 @@ def _pack(sources: list[CorpusSource], encoder: WordCachedEncoder, builder: Exam
                 ids = encoder.encode(line)
                 lines += 1
                 read += len(ids)
+                unk += ids.count(unk_id)
             example = builder.add_line(ids)
             if example is not None:
                 row, n_type0 = example_row(example[0], example[1], cls_id, sep_id)
@@ -254,7 +262,7 @@ def _pack(sources: list[CorpusSource], encoder: WordCachedEncoder, builder: Exam
                 packed += len(example[0]) + len(example[1])
             report(done_bytes + end, lines, examples)
         done_bytes += source.bytes
-    return lines, examples, read, packed
+    return lines, examples, read, packed, unk
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
@@ -269,20 +277,24 @@ def _remove_if_empty(folders: list[Path]) -> None:
 def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir: str | os.PathLike,
                    max_seq_length: int = 128, seed: int = 0, eval_fraction: float = 0.02,
                    progress: Progress = True, overwrite: bool = False, split_sentences: bool = False,
-                   cache_words: bool = True) -> dict:
+                   cache_words: bool = True, max_unk_share: float | None = UNK_REFUSE) -> dict:
     """Tokenize and pack text files into pretraining examples in `out_dir` (see the module docstring).
 
     Inputs: inputs: a path or list of paths (`file.txt`, `file.tsv`, `file:column`);
     tokenizer: an `electra_np.data.tokenizer.Tokenizer`; progress: True (stderr), False, or a
-    callable taking a dict (bytes, total_bytes, fraction, lines, examples, lines_per_s, eta).
-    Returns: the meta dict written to `out_dir/meta.json`: the settings, special ids, vocab_size
-    and vocab_sha256, `lines` (packing units: sentences when split), `documents`, `eval_documents` (those
-    with a held-out example), `held_out_by` ("documents", or "examples" when whole documents could not give
-    about eval_fraction: module docstring), `splits[split]` = {examples, documents (a document split by
-    examples counts in both), tokens (non-pad), single_segment}, `tokens_read` and
-    `tokens_packed` (the text's tokens, and those the examples kept), and `sources`
+    callable taking a dict (bytes, total_bytes, fraction, lines, examples, lines_per_s, eta, and at the end
+    unk_share).
+    Returns: the meta dict written to `out_dir/meta.json`: the settings, special ids, vocab_size and
+    vocab_sha256, `content_sha256` (of the examples' rows: dataset.content_sha256), `lines` (packing units:
+    sentences when split), `documents`, `eval_documents` (those with a held-out example), `held_out_by`
+    ("documents", or "examples" when whole documents could not give about eval_fraction: module docstring),
+    `splits[split]` = {examples, documents (a document split by examples counts in both), tokens (non-pad),
+    single_segment}, `tokens_read`, `tokens_packed` and
+    `tokens_unk` (the text's tokens, those the examples kept, and the text's [UNK]s), and `sources`
     (absolute path, bytes, mtime_ns, TSV column of each input).
-    Raises: FileNotFoundError / ValueError before writing anything on bad input or settings.
+    Raises: FileNotFoundError / ValueError before writing anything on bad input or settings, or on a text
+    the vocabulary cannot spell: more than max_unk_share of its tokens [UNK] (tokenizer.UNK_REFUSE; None: no
+    limit, for a text that is not to be pretrained on, such as a column of labels).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -302,8 +314,11 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
             writers = {split: _SplitWriter(tmp, split, ids_dtype, T, pad_id) for split in SPLITS}
             encoder = WordCachedEncoder(tokenizer, enabled=cache_words)
             report = _Progress(sum(s.bytes for s in sources), progress)
-            lines, examples, read, packed = _pack(sources, encoder, ExampleBuilder(T, random.Random(seed)), writers,
-                                                  n_docs - n_eval_docs, cls_id, sep_id, report)
+            lines, examples, read, packed, unk = _pack(sources, encoder, ExampleBuilder(T, random.Random(seed)),
+                                                       writers, n_docs - n_eval_docs, cls_id, sep_id, report,
+                                                       tokenizer.unk_id)
+            if max_unk_share is not None:
+                check_unk_share(unk, read, ", ".join(str(spec) for spec in inputs), max_unk_share)
             counts = {split: writer.close() for split, writer in writers.items()}
             held_out_by = "documents"
             if examples and eval_fraction > 0 and held_out_share_is_far(counts["eval"]["examples"] / examples,
@@ -322,11 +337,12 @@ def prepare_corpus(inputs: Spec | Sequence[Spec], tokenizer: Tokenizer, out_dir:
                 "word_cache": encoder.enabled,
                 "lines": lines, "documents": n_docs, "eval_documents": n_eval_docs, "held_out_by": held_out_by,
                 "splits": counts, "sources": [s.describe() for s in sources],
-                "tokens_read": read, "tokens_packed": packed,
+                "tokens_read": read, "tokens_packed": packed, "tokens_unk": unk,
+                "content_sha256": content_sha256(tmp),
             }
             (tmp / VOCAB_NAME).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            report(report.total, lines, examples, final=True)
+            report(report.total, lines, examples, final=True, unk_share=unk / read if read else None)
     except BaseException:
         _remove_if_empty(made)
         raise

@@ -36,6 +36,8 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # build_vocab gives them ids 0, 1, 
 MAX_WORD_CHARS = 200  # google-research/bert WordpieceTokenizer.max_input_chars_per_word
 MAX_TRAIN_WORDS = 200_000  # build_vocab learns merges from at most this many most frequent distinct words
 COUNT_CHUNK_CHARS = 1 << 20  # build_vocab basic-tokenizes this many characters of lines at a time
+UNK_WARN = 0.05  # text with more of its tokens [UNK] than this is warned about (prepared corpora, fine-tuning sets)
+UNK_REFUSE = 0.5  # and refused above this: the vocabulary does not fit the text
 _SPECIAL_SET = frozenset(SPECIAL_TOKENS)
 _SPECIAL_RE = re.compile("(" + "|".join(map(re.escape, SPECIAL_TOKENS)) + ")")
 _WORD_CACHE_SIZE = 1 << 17
@@ -118,7 +120,8 @@ class Tokenizer:
     """BERT WordPiece tokenizer: HF BertTokenizer (slow) with max_input_chars_per_word=200.
 
     Inputs: vocab, a list of tokens (id = position) or a dict token -> id with ids 0..V-1; it must hold
-    all five special tokens, at any ids. do_lower_case, strip_accents as in HF (None follows lowercasing).
+    all five special tokens, at any ids. do_lower_case, strip_accents as in HF: True or False (strip_accents None
+    follows lowercasing).
     The vocabulary is read-only after construction: tokenize caches the wordpieces of each word it sees.
     """
 
@@ -132,6 +135,7 @@ class Tokenizer:
             tokens = list(vocab)
         self.vocab: dict[str, int] = _check_tokens(tokens, "vocabulary", unit="id", require_specials=True)
         self.ids_to_tokens: list[str] = tokens
+        _check_flags(do_lower_case, strip_accents)
         self.do_lower_case = do_lower_case
         self.strip_accents = do_lower_case if strip_accents is None else strip_accents
         self._max_piece_chars = max(map(len, tokens))  # no piece matches more characters than this
@@ -219,6 +223,17 @@ class Tokenizer:
         """Ids -> text: wordpieces joined by spaces, '##' continuations merged, specials kept (HF
         convert_tokens_to_string). Lowercasing, accents and the spaces around punctuation are not undone."""
         return " ".join(self.convert_ids_to_tokens(ids)).replace(" ##", "").strip()
+
+
+def _check_flags(do_lower_case, strip_accents) -> None:
+    """Refuse flags that are not True / False (strip_accents: or None): the string "no" from a settings file is
+    true in Python, and would lowercase silently."""
+    if not isinstance(do_lower_case, bool):
+        raise ValueError(f"Tokenizer: do_lower_case must be True or False, got {do_lower_case!r} "
+                         f"({type(do_lower_case).__name__})")
+    if strip_accents is not None and not isinstance(strip_accents, bool):
+        raise ValueError(f"Tokenizer: strip_accents must be True, False or None (follow do_lower_case), got "
+                         f"{strip_accents!r} ({type(strip_accents).__name__})")
 
 
 def _check_tokens(tokens: list, source: str, unit: str, require_specials: bool) -> dict[str, int]:

@@ -21,6 +21,7 @@ from ..config import ElectraConfig
 from ..data.labelled import batches
 from ..engine import BACKENDS, make_classifier, make_update
 from ..optim import AdamW, clip_by_global_norm, learning_rate
+from .config import TrainingDiverged
 from .metrics import METRICS
 
 
@@ -110,8 +111,10 @@ def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train
     random init for a baseline), with a fresh head, or with keep_head the fc.head that encoder_params holds
     (a classifier trained further: its label ids must be those of `train`).
 
-    Inputs:  train, dev: (encoded examples, labels) from finetune_data.encode_examples; fc: FinetuneConfig
+    Inputs:  train, dev: (encoded examples, labels) from labelled.encode_examples; fc: FinetuneConfig
     Returns: (best params by fc.metric on dev, history: list of per-epoch dicts)
+    Raises:  TrainingDiverged when the loss, the gradient norm or the dev logits stop being finite (a learning
+             rate far too high): the run stops there, naming the epoch and step, and nothing is returned to save.
     """
     config = config.replace(hidden_dropout_prob=fc.dropout, attention_probs_dropout_prob=fc.dropout)
     params = init_classifier(encoder_params, config, num_labels, fc.head, fc.seed, keep_head)
@@ -130,15 +133,17 @@ def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train
         for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng, fc.pad_to_multiple,
                                         config.max_position_embeddings):
             loss, m, grads = clf.step(params, batch, labels, rng, train=True, p_head=fc.head_dropout)
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
-            if fc.clip_norm:
-                clip_by_global_norm(grads, fc.clip_norm, inplace=True)
+            norm = clip_by_global_norm(grads, fc.clip_norm, inplace=True)[1] if fc.clip_norm else 0.0
+            if not (np.isfinite(loss) and np.isfinite(norm)):
+                raise TrainingDiverged(diverged(f"the loss is {float(loss)} and the gradient norm {float(norm)}",
+                                                epoch, step, total, fc))
             update(params, grads, learning_rate(step, fc.learning_rate, warmup, total))
             losses.append(float(loss))
             step += 1
-        scores, _ = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id, classifier=clf,
-                             pad_to_multiple=fc.pad_to_multiple)
+        scores, logits = evaluate(params, config, dev[0], dev[1], fc.batch_size, pad_id, classifier=clf,
+                                  pad_to_multiple=fc.pad_to_multiple)
+        if not np.isfinite(logits).all():
+            raise TrainingDiverged(diverged("the dev logits are not finite", epoch, step - 1, total, fc))
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **scores,
                         "seconds": time.time() - t0})
         log(f"epoch {epoch + 1}/{fc.epochs} | train loss {np.mean(losses):.4f} | dev "
@@ -146,3 +151,9 @@ def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train
         if scores[metric] > best_score:
             best_score, best = scores[metric], copy.deepcopy(params)
     return best, history
+
+
+def diverged(what: str, epoch: int, step: int, total: int, fc: FinetuneConfig) -> str:
+    """The one line a diverged fine-tuning stops with (0-based epoch and step in; 1-based out)."""
+    return (f"fine-tuning diverged in epoch {epoch + 1}/{fc.epochs}, step {step + 1}/{total}: {what}; nothing was "
+            f"saved. Lower the learning rate (it is {fc.learning_rate:g})")
