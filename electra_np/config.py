@@ -9,6 +9,7 @@ Dimension letters used across the package (declared once, here):
 import dataclasses
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,12 +19,109 @@ from .atomic import atomic_write_text
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")  # exact erf GELU, and the tanh approximation
 
 
+# ----------------------------------------------------------------------------- what each field may hold
+
+@dataclass(frozen=True)
+class Interval:
+    """The real numbers a setting may take, printed as the docs write it: [0, 1), (0, 100]."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, x) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """An integer >= minimum (a bool or a float is refused: True is not a layer count, 2.5 not a head count)."""
+
+    minimum: int
+
+
+@dataclass(frozen=True)
+class OrNone:
+    """None, or what `rule` allows."""
+
+    rule: object
+
+
+# The ranges are where a value still means what its name says; outside them a run trains at the uniform loss
+# (layer_norm_eps 1e30 flattens every LayerNorm) or overflows at its first step (initializer_range inf,
+# disc_weight 1e308) without a word. ELECTRA's own values sit well inside: eps 1e-12, std 0.02, lambda 50.
+UNIT_OPEN = Interval(0, 1, low_open=True, high_open=True)  # (0, 1)
+DROPOUT = Interval(0, 1, high_open=True)  # [0, 1): 1 would drop everything
+POSITIVE = AtLeast(1)
+ELECTRA_RULES = {
+    "vocab_size": POSITIVE, "embedding_size": POSITIVE, "hidden_size": POSITIVE, "num_hidden_layers": POSITIVE,
+    "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE, "hidden_act": ACTIVATIONS,
+    "hidden_dropout_prob": DROPOUT, "attention_probs_dropout_prob": DROPOUT,
+    "max_position_embeddings": POSITIVE, "type_vocab_size": POSITIVE,
+    "initializer_range": Interval(0, 1, low_open=True),  # a standard deviation; BERT's 0.02
+    "layer_norm_eps": Interval(0, 0.1, low_open=True),  # beside unit-variance activations; 1e-12 in ELECTRA
+    "pad_token_id": AtLeast(0),
+}
+TEMPERATURE = Interval(0, 100, low_open=True)  # past 100 any logits a model makes give nearly uniform samples
+PRETRAINING_RULES = {
+    "mask_prob": UNIT_OPEN, "disc_weight": Interval(0, 1e4),  # lambda; the paper's 50
+    "temperature": TEMPERATURE, "final_temperature": OrNone(TEMPERATURE),
+    "generator_hidden_size": Interval(0, 1, low_open=True), "mask_token_prob": Interval(0, 1),
+    "objective": ("electra", "mlm"),
+}
+
+
+def field_error(rule, value) -> str | None:
+    """What is wrong with `value` under `rule` ("must be ..., got ..."), or None when it fits. rule: an Interval
+    (a finite real number in it), AtLeast (an integer), a tuple of the allowed strings, or OrNone(rule)."""
+    if isinstance(rule, OrNone):
+        return None if value is None else field_error(rule.rule, value)
+    if isinstance(rule, tuple):
+        return None if isinstance(value, str) and value in rule else f"must be one of {rule}, got {value!r}"
+    got = f"got {value!r}" + ("" if _is_real(value) else f" ({type(value).__name__})")
+    if isinstance(rule, AtLeast):
+        what = "a positive integer" if rule.minimum == 1 else f"an integer >= {rule.minimum}"
+        return None if _is_int(value) and value >= rule.minimum else f"must be {what}, {got}"
+    if not _is_real(value):
+        return f"must be a number in {rule}, {got}"
+    return None if math.isfinite(value) and value in rule else f"must be in {rule}, {got}"
+
+
+def check_fields(obj, rules: dict) -> None:
+    """Refuse the first field of a config dataclass that its rule does not allow, naming it; a NumPy integer or
+    float becomes the Python one (config.json and run.json are written with json)."""
+    for name, rule in rules.items():
+        value = getattr(obj, name)
+        error = field_error(rule, value)
+        if error:
+            raise ValueError(f"{type(obj).__name__}.{name} {error}")
+        if _is_int(value) and type(value) is not int:
+            object.__setattr__(obj, name, int(value))
+        elif _is_real(value) and not isinstance(value, int) and type(value) is not float:
+            object.__setattr__(obj, name, float(value))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ElectraConfig:
     """Architecture of one ELECTRA encoder (discriminator or generator).
 
     Field names and defaults follow `transformers.ElectraConfig`, so a Hugging Face
-    `config.json` maps onto it one-to-one (see `from_dict` / `to_dict`).
+    `config.json` maps onto it one-to-one (see `from_dict` / `to_dict`). Every field is checked against
+    ELECTRA_RULES when the config is made: its type (an int is not a bool or a float) and its range.
     """
 
     vocab_size: int = 30522
@@ -42,26 +140,11 @@ class ElectraConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
-        ints = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size", "max_position_embeddings", "type_vocab_size")
-        for name in ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ElectraConfig.{name} must be a positive integer, got {value!r}")
+        check_fields(self, ELECTRA_RULES)
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"ElectraConfig.hidden_size ({self.hidden_size}) must be divisible by "
                              f"num_attention_heads ({self.num_attention_heads})")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            p = getattr(self, name)
-            if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
-                raise ValueError(f"ElectraConfig.{name} must be in [0, 1), got {p!r}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"ElectraConfig.hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
-        if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range > 0):
-            raise ValueError(f"ElectraConfig.initializer_range must be > 0, got {self.initializer_range!r}")
-        if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
-            raise ValueError(f"ElectraConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
-        if not (isinstance(self.pad_token_id, int) and 0 <= self.pad_token_id < self.vocab_size):
+        if self.pad_token_id >= self.vocab_size:
             raise ValueError(f"ElectraConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), "
                              f"got {self.pad_token_id!r}")
 
@@ -91,7 +174,10 @@ class ElectraConfig:
         kwargs = {k: v for k, v in d.items() if k in fields}
         if d.get("embedding_size") is None and "hidden_size" in d:  # HF allows embedding_size=None -> H
             kwargs["embedding_size"] = d["hidden_size"]
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     def save_json(self, path: str | os.PathLike, architectures: Iterable[str] | None = None) -> None:
         """Write config.json (atomically: a reader never sees half a file), with `architectures` if given."""
@@ -105,7 +191,7 @@ class ElectraConfig:
         try:
             with open(path) as f:
                 d = json.load(f)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # bad JSON or bad UTF-8
             raise ValueError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(d, source=str(path))
 
@@ -115,9 +201,13 @@ def generator_config(config: ElectraConfig, generator_hidden_size: float = 0.25)
     configure_pretraining.py and run_pretraining.py `get_generator_config`):
     hidden = H x generator_hidden_size, heads = max(1, hidden // 64), F = 4 x hidden, same depth,
     same embedding size (the embeddings are shared)."""
-    if not 0.0 < generator_hidden_size <= 1.0:
-        raise ValueError(f"generator_hidden_size must be in (0, 1], got {generator_hidden_size!r}")
+    error = field_error(PRETRAINING_RULES["generator_hidden_size"], generator_hidden_size)
+    if error:
+        raise ValueError(f"generator_hidden_size {error}")
     hidden = int(round(config.hidden_size * generator_hidden_size))
+    if hidden < 1:
+        raise ValueError(f"generator_hidden_size {generator_hidden_size!r} x hidden_size {config.hidden_size} "
+                         "leaves the generator no hidden unit; choose a larger share")
     if generator_hidden_size == 1.0:
         return config
     return config.replace(hidden_size=hidden, num_attention_heads=max(1, hidden // 64),
@@ -146,7 +236,8 @@ def preset(name: str, **overrides) -> ElectraConfig:
 
 @dataclass(frozen=True)
 class PretrainingConfig:
-    """The ELECTRA objective's settings (official defaults, configure_pretraining.py)."""
+    """The ELECTRA objective's settings (official defaults, configure_pretraining.py), each checked against
+    PRETRAINING_RULES when the config is made."""
 
     mask_prob: float = 0.15
     disc_weight: float = 50.0          # lambda in L_MLM + lambda * L_disc
@@ -157,20 +248,7 @@ class PretrainingConfig:
     objective: str = "electra"         # "electra" or "mlm" (the BERT baseline: MLM loss only)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob!r}")
-        if not (math.isfinite(self.disc_weight) and self.disc_weight >= 0):
-            raise ValueError(f"disc_weight must be a finite number >= 0, got {self.disc_weight!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        if self.final_temperature is not None and not self.final_temperature > 0:
-            raise ValueError(f"final_temperature must be > 0, got {self.final_temperature!r}")
-        if not 0.0 < self.generator_hidden_size <= 1.0:
-            raise ValueError(f"generator_hidden_size must be in (0, 1], got {self.generator_hidden_size!r}")
-        if not 0.0 <= self.mask_token_prob <= 1.0:
-            raise ValueError(f"mask_token_prob must be in [0, 1], got {self.mask_token_prob!r}")
-        if self.objective not in ("electra", "mlm"):
-            raise ValueError(f"objective must be 'electra' or 'mlm', got {self.objective!r}")
+        check_fields(self, PRETRAINING_RULES)
 
     def temperature_at(self, step: int, steps: int) -> float:
         """The sampling temperature of optimizer step `step` (0-based) of `steps`: `temperature` throughout, or,

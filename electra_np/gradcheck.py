@@ -86,6 +86,10 @@ def check_function(loss_fn: Callable[[], float], params: Mapping[str, np.ndarray
     """Check a dict of analytic gradients of a scalar loss_fn() that reads `params` (dict of float64 arrays).
     max_entries: probe at most this many random entries per tensor (None: every entry).
     Returns: {name: relative error} over the probed entries."""
+    check_probe(h, max_entries)
+    not64 = [k for k, p in params.items() if np.asarray(p).dtype != np.float64]
+    if not64:  # float32 differences of size h are rounding noise: every error would look large, or small, falsely
+        raise ValueError(f"gradient checks need float64 parameters; {not64[0]} is {np.asarray(params[not64[0]]).dtype}")
     rng = np.random.default_rng(seed)
     errors = {}
     for name, p in params.items():
@@ -98,6 +102,16 @@ def check_function(loss_fn: Callable[[], float], params: Mapping[str, np.ndarray
             num, ana = num.reshape(-1)[idx], ana.reshape(-1)[idx]
         errors[name] = rel_error(ana, num)
     return errors
+
+
+def check_probe(h: float, max_entries: int | None) -> None:
+    """Refuse a step h that is not a small positive number and a max_entries that is not None or >= 1 (0 probes
+    nothing, and an empty check would pass)."""
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 < h < 1:
+        raise ValueError(f"h must be a finite step in (0, 1), got {h!r}")
+    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, (int, np.integer))
+                                    or max_entries < 1):
+        raise ValueError(f"max_entries must be None (every entry) or an integer >= 1, got {max_entries!r}")
 
 
 def check_electra(setup: "Electra", params: dict[str, np.ndarray], batch: dict[str, np.ndarray],

@@ -11,7 +11,8 @@ the files:
     setup, joint = load_pretraining_pair("electra-small-discriminator", "electra-small-generator")
     save_pretraining_checkpoint("ckpt", setup, joint)    # ckpt/discriminator, ckpt/generator
 
-Loading is strict: missing keys, unexpected keys and shape conflicts are refused, all listed at once.
+Loading is strict: missing keys, unexpected keys and shape conflicts are refused, all listed at once; a
+damaged file, a config value of the wrong type and a NaN weight each in one line naming the file.
 Writing is atomic (atomic.atomic_folder): files go to a temporary folder beside the target, which then
 replaces the target, bringing along the files of an old target that were not rewritten (a tokenizer's) but
 no stale weights; nothing is written when validation fails. safetensors (and torch, for .bin files) are
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import warnings
+import zipfile
 from collections.abc import Iterable, Sized
 
 import numpy as np
@@ -32,7 +34,9 @@ from .hf_mapping import (
     ARCHITECTURE_KINDS,
     KINDS,
     SPECIAL_TOKENS_MAP,
+    check_finite,
     check_kind_params,
+    check_tokenizer_config,
     check_vocab,
     config_dict,
     config_from_hf,
@@ -78,11 +82,22 @@ def read_config(path: PathLike) -> dict:
         raise FileNotFoundError(f"{path}: not a checkpoint folder (expected a folder holding {CONFIG_NAME})")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{file}: missing; a Hugging Face checkpoint folder needs its config.json")
+    return _json_object(file)
+
+
+def read_tokenizer_config(path: PathLike) -> dict:
+    """tokenizer_config.json of a checkpoint folder as a dict ({} when there is none), its flags checked
+    (hf_mapping.check_tokenizer_config: "do_lower_case": "no" is a true string, and would lowercase)."""
+    file = os.path.join(path, TOKENIZER_CONFIG_NAME)
+    return check_tokenizer_config(_json_object(file), file) if os.path.isfile(file) else {}
+
+
+def _json_object(file) -> dict:
     try:
         with open(file, encoding="utf-8") as f:
             d = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    except ValueError as e:  # bad JSON or bad UTF-8
+        raise ValueError(f"{file}: not valid JSON ({_brief(e)})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{file}: expected a JSON object, got {type(d).__name__}")
     return d
@@ -115,7 +130,7 @@ def _read_safetensors(file):
                 out[k] = (bits.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
         return out
     except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
-        raise ValueError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{file}: not a readable safetensors file ({_brief(e)})") from None
 
 
 def _read_torch(file):
@@ -127,7 +142,7 @@ def _read_torch(file):
     try:
         sd = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{file}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{file}: not a readable PyTorch state dict ({_brief(e)})") from None
     if not isinstance(sd, dict):
         raise ValueError(f"{file}: expected a state dict, got {type(sd).__name__}")
     out = {}
@@ -138,6 +153,12 @@ def _read_torch(file):
     return out
 
 
+def _brief(e: Exception, limit: int = 160) -> str:
+    """An exception as one short line: a damaged file's parser may quote hundreds of its bytes."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def load_state_dict(path: PathLike) -> tuple[dict[str, np.ndarray], str]:
     """The raw tensors of a checkpoint folder as NumPy arrays (no renaming, no checks). Returns: (dict, file)."""
     file = _weights_file(path)
@@ -145,8 +166,10 @@ def load_state_dict(path: PathLike) -> tuple[dict[str, np.ndarray], str]:
         try:
             with open(file, encoding="utf-8") as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON or UTF-8, no weight_map
             raise ValueError(f"{file}: not a valid safetensors index ({e!r})") from None
+        if not all(isinstance(shard, str) for shard in shards):
+            raise ValueError(f"{file}: not a valid safetensors index (weight_map's values must be file names)")
         sd = {}
         for shard in shards:
             sd.update(_read_safetensors(os.path.join(path, shard)))
@@ -157,8 +180,8 @@ def load_state_dict(path: PathLike) -> tuple[dict[str, np.ndarray], str]:
         try:
             with np.load(file, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}, file
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"{file}: not a readable .npz file ({e})") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a truncated file is a bad zip
+            raise ValueError(f"{file}: not a readable .npz file, truncated or damaged ({_brief(e)})") from None
     return _read_torch(file), file
 
 
@@ -192,7 +215,8 @@ def from_pretrained(path: PathLike, kind: str | None = None, dtype=None,
     dtype = load_dtype(params.values()) if dtype is None else dtype
     # a writable copy of every float tensor; integer tensors are left for check_params to refuse
     params = {k: np.array(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in params.items()}
-    check_params(params, kind_shapes(config, kind, num_labels(d)), what=f"{file} ({KINDS[kind]} tensors)")
+    check_params(params, kind_shapes(config, kind, num_labels(d, config_file)), what=f"{file} ({KINDS[kind]} tensors)")
+    check_finite(params, file)
     return config, params, kind
 
 

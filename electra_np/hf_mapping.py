@@ -56,6 +56,8 @@ SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "
 def config_from_hf(d: dict, source: str = "config.json") -> ElectraConfig:
     """An ElectraConfig from a Hugging Face config dict, refusing what does not describe an ELECTRA encoder."""
     archs = d.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ValueError(f"{source}: architectures must be a list of class names, got {archs!r}")
     if "model_type" not in d and not any(str(a).startswith("Electra") for a in archs):
         raise ValueError(f"{source}: no model_type and no Electra architecture; this is not an ELECTRA config")
     if d.get("model_type", "electra") != "electra":
@@ -67,17 +69,47 @@ def config_from_hf(d: dict, source: str = "config.json") -> ElectraConfig:
         raise ValueError(f"{source}: a decoder / cross-attention ELECTRA is not supported (bidirectional encoder only)")
     if "pad_token_id" in d and d["pad_token_id"] is None:  # no padding_idx in HF; electra_np has none anyway
         d = {k: v for k, v in d.items() if k != "pad_token_id"}
-    try:
-        return ElectraConfig.from_dict(d, source=source)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: not a usable ELECTRA config: {e}") from None
+    return ElectraConfig.from_dict(d, source=source)  # a wrong value is refused naming the file and the key
 
 
-def num_labels(d: dict) -> int:
+def num_labels(d: dict, source: str = "config.json") -> int:
     """The classes a config.json declares (id2label, else num_labels, else transformers' default 2)."""
     if d.get("id2label"):
-        return len(d["id2label"])
-    return int(d.get("num_labels", 2))  # transformers' PretrainedConfig default
+        return len(config_labels(d, source))
+    n = d.get("num_labels", 2)  # transformers' PretrainedConfig default
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{source}: num_labels must be a positive integer, got {n!r}")
+    return n
+
+
+def config_labels(d: dict, source: str = "config.json") -> dict[str, int]:
+    """{label name: class id} of a classifier's config.json: label2id, else id2label, else transformers' own names
+    LABEL_0, LABEL_1, ... for num_labels classes. Refuses labels that are not a JSON object of names and the ids
+    0..C-1 each once, naming the file: a label attached to the wrong class would be silent."""
+    if d.get("label2id"):
+        pairs, key = d["label2id"], "label2id"
+        if not isinstance(pairs, dict):
+            raise ValueError(f"{source}: label2id must be a JSON object of label names and class ids, got "
+                             f"{type(pairs).__name__}")
+        ids = list(pairs.values())
+        labels = dict(pairs)
+    elif d.get("id2label"):
+        pairs, key = d["id2label"], "id2label"
+        if not isinstance(pairs, dict):
+            raise ValueError(f"{source}: id2label must be a JSON object of class ids and label names, got "
+                             f"{type(pairs).__name__}")
+        ids = [int(k) if isinstance(k, str) and k.isdigit() else k for k in pairs]  # JSON object keys are strings
+        if any(not isinstance(name, (str, int)) or isinstance(name, bool) for name in pairs.values()):
+            raise ValueError(f"{source}: id2label's label names must be strings")
+        labels = {str(v): i for i, v in zip(ids, pairs.values())}
+        if len(labels) != len(pairs):
+            raise ValueError(f"{source}: id2label gives one label name to two classes")
+    else:
+        return {f"LABEL_{i}": i for i in range(num_labels(d, source))}
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(ids))):
+        raise ValueError(f"{source}: {key} must give the class ids 0..{len(ids) - 1} once each, got "
+                         f"{sorted(map(str, ids))}")
+    return {str(name): int(i) for name, i in labels.items()}
 
 
 def config_dict(config: ElectraConfig, kind: str, params: Params, extra_config: dict | None = None) -> dict:
@@ -117,6 +149,15 @@ def tokenizer_config(do_lower_case: bool, strip_accents: bool | None, model_max_
     return {"tokenizer_class": TOKENIZER_CLASS, "do_lower_case": bool(do_lower_case),
             "strip_accents": None if strip_accents is None else bool(strip_accents),
             "tokenize_chinese_chars": True, "model_max_length": int(model_max_length), **SPECIAL_TOKENS_MAP}
+
+
+def check_tokenizer_config(d: dict, source: str = "tokenizer_config.json") -> dict:
+    """d, after refusing flags of the wrong type (the JSON "no" is a string, which Python would read as true)."""
+    for key, allowed, what in (("do_lower_case", (bool,), "true or false"),
+                               ("strip_accents", (bool, type(None)), "true, false or null")):
+        if key in d and not isinstance(d[key], allowed):
+            raise ValueError(f"{source}: {key} must be {what}, got {d[key]!r}")
+    return d
 
 
 # ----------------------------------------------------------------------------- tensor names and shapes
@@ -198,6 +239,13 @@ def check_vocab(config: ElectraConfig, vocab_size: int | Sized | None, source: s
     if int(n) != config.vocab_size:
         raise ValueError(f"{source}: the checkpoint's vocab_size is {config.vocab_size} but the tokenizer has "
                          f"{int(n)} tokens; use the tokenizer the checkpoint was trained with")
+
+
+def check_finite(params: Params, source: str) -> None:
+    """Refuse a checkpoint with a NaN or infinite weight: it would give NaN scores everywhere, without a word."""
+    bad = next((k for k, v in params.items() if not np.isfinite(v).all()), None)
+    if bad is not None:
+        raise ValueError(f"{source}: tensor {bad} holds NaN or infinite values; the checkpoint is damaged")
 
 
 def check_kind_params(config: ElectraConfig, params: Params, kind: str) -> None:

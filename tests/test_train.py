@@ -338,6 +338,21 @@ def test_budget_sets_the_steps_and_resume_keeps_them(env, tmp_path, monkeypatch)
     assert [r["step"] for r in metrics(out, "eval")] == [4, 8]
 
 
+def test_a_budget_keeps_a_warmup_its_steps_allow_and_refuses_one_past_them(env, tmp_path, monkeypatch, capsys):
+    """The warmup is checked against the steps once they are known: with a budget, after the measurement (the
+    default warmup, min(10000, steps / 10), always fits; an explicit one must)."""
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda *a: (0.25, 0.0))  # 6 s / 0.25 s = 24 steps
+    fits, past = tmp_path / "fits", tmp_path / "past"
+    assert pretrain(env, fits, "--budget_minutes", "0.1", "--warmup", "24", "--stop_at", "1") == 0
+    training = json.loads((fits / run_dir.RUN_NAME).read_text())["training"]
+    assert (training["steps"], training["warmup"]) == (24, 24)
+    capsys.readouterr()
+    assert pretrain(env, past, "--budget_minutes", "0.1", "--warmup", "25") == 2
+    err = capsys.readouterr().err
+    assert "warmup 25 is more than the 24 steps that budget_minutes 0.1 allows (at 0.250 s/step measured)" in err, err
+    assert not (past / run_dir.RUN_NAME).exists()
+
+
 def test_measuring_the_step_time_leaves_the_run_as_it_was(env, tmp_path):
     """A real measurement on the small model; a run given the steps it found computes the same losses and
     parameters."""
@@ -493,3 +508,21 @@ def test_a_checkpoint_step_outside_the_run_is_refused(env, tmp_path, capsys, bad
     err = capsys.readouterr().err
     assert f"its step {bad_step!r} is outside 0..6" in err and str(path) in err and len(err.splitlines()) == 1
     assert checkpoint.read_meta(path)["step"] == bad_step
+
+
+# ----------------------------------------------------------------------------- the summary of a diverged model
+
+def test_the_heat_map_shows_nan_instead_of_crashing():
+    """A NaN probability (a diverged model's) is shown as "nan", uncoloured; it used to raise "cannot convert
+    float NaN to integer" in the summary of a run whose last update diverged."""
+    from electra_np.train import render
+    from electra_np.train.report import format_demo
+
+    words = render.join_pieces(["the", "cat", "##s"], [0.9, float("nan"), 0.2], originals=["the", "dog", "##s"])
+    assert render.heat_code(float("nan")) is None and render.heat_code(0.9) == render.HEAT_256[-1]
+    text = render.render_text(words, color=True)
+    assert "nan" in text and "0.90" in text
+    assert 'rgba(220, 40, 40, 0)">cats<' in render.render_html([("s", words)])
+    demo = {"tokens": ["the", "dog"], "corrupted": ["the", "cat"], "masked": [False, True], "replaced": [False, True],
+            "p_replaced": [0.1, float("nan")]}
+    assert any("nan" in line for line in format_demo(demo))

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import PretrainingConfig
+from .. import hf
+from ..config import PRETRAINING_RULES, PretrainingConfig, field_error
 from ..engine import BACKENDS, make_discriminator
 from ..masking import corrupt, gumbel_sample
 from ..model import generator_forward
@@ -46,7 +47,10 @@ def find_folders(path) -> tuple[Path, Path | None, Path | None]:
         raise CliError(f"{path}: this run has no discriminator (an MLM-only run, or one that has not finished)")
     else:
         raise CliError(f"{path}: no discriminator here (expected config.json, or a run's discriminator/ folder)")
-    arch = (read_json_object(disc / "config.json").get("architectures") or ["ElectraForPreTraining"])[0]
+    archs = read_json_object(disc / "config.json").get("architectures") or ["ElectraForPreTraining"]
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        raise CliError(f"{disc / 'config.json'}: architectures must be a list of class names, got {archs!r}")
+    arch = archs[0]
     if arch != "ElectraForPreTraining":
         raise CliError(f"{disc}: architecture {arch} is not an ELECTRA discriminator (ElectraForPreTraining)")
     gen = run / "generator" if run and (run / "generator" / "config.json").is_file() else None
@@ -58,8 +62,6 @@ def find_folders(path) -> tuple[Path, Path | None, Path | None]:
 def load(folder, kind):
     """(config, params) of a discriminator or generator folder, electra_np's or Hugging Face's, in the dtype it
     holds (half precision becomes float32: hf.load_dtype)."""
-    from .. import hf
-
     config, params, _ = hf.from_pretrained(folder, kind=kind)
     return config, params
 
@@ -120,18 +122,36 @@ def replace_tokens(gen, obj: PretrainingConfig, tokenizer, ids: np.ndarray, rng)
 
 def objective(run: Path | None, mask_prob: float | None) -> PretrainingConfig:
     """The run's masking and sampling settings (run.json), else the defaults; --mask_prob overrides."""
-    d = read_json_object(run / "run.json").get("pretraining_config", {}) if run and (run / "run.json").is_file() else {}
+    file = run / "run.json" if run else None
+    d = read_json_object(file).get("pretraining_config", {}) if file and file.is_file() else {}
+    if not isinstance(d, dict):
+        raise CliError(f"{file}: pretraining_config must be a JSON object, got {type(d).__name__}")
     fields = PretrainingConfig.__dataclass_fields__
     obj = {k: v for k, v in d.items() if k in fields}
+    try:
+        PretrainingConfig(**obj)
+    except ValueError as e:
+        raise CliError(f"{file}: {e}") from None
     if mask_prob is not None:
         obj["mask_prob"] = mask_prob
     return PretrainingConfig(**obj)
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """--mask_prob and --seed, refused before any model is read (the library's messages name neither option)."""
+    error = field_error(PRETRAINING_RULES["mask_prob"], args.mask_prob) if args.mask_prob is not None else None
+    if error:
+        raise CliError(f"--mask_prob {error}")
+    if args.seed < 0:
+        raise CliError(f"--seed must be an integer >= 0, got {args.seed}")
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
+    check_numbers(args)
     disc, gen_folder, run = find_folders(args.model)
     sentences = read_sentences(args)
     config, w = load(disc, "discriminator")
+    hf.read_tokenizer_config(disc)  # refuses "do_lower_case": "no", which folder_tokenizer would read as true
     tokenizer = folder_tokenizer(disc, args.vocab, args.lowercase)
     if len(tokenizer) != config.vocab_size:
         raise CliError(f"the vocabulary has {len(tokenizer)} tokens but the discriminator's vocab_size is "

@@ -1,5 +1,5 @@
-"""`electra-np pretrain`: its options, where each setting comes from, and the steps from a command line to
-a training run (train.loop.train).
+"""`electra-np pretrain`: where each setting comes from, and the steps from a command line to a training run
+(train.loop.train). Its options and the values each takes: pretrain_options.py.
 
     electra-np pretrain                     # the tiny preset on the embedded corpus
     electra-np pretrain --corpus my.txt --preset small --steps 100000 --out_dir runs/small
@@ -8,165 +8,48 @@ a training run (train.loop.train).
 
 Settings come, lowest priority first, from: the defaults (and the --preset's model size), the
 checkpoint when resuming, a --config JSON file, the command line. Bad input is reported in one
-line (no traceback) with exit code 2, before anything is written.
+line (no traceback) with exit code 2, before anything is written; a value out of its option's range (and
+settings that do not fit together) before anything is read, naming the option.
+
+The command holds out_dir's lock (train.run_dir.hold) from its first look at the folder to its last line: a
+second `pretrain` on the same folder is refused at once, naming the first one's PID.
 """
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
-from ..config import ACTIVATIONS, PRESETS, ElectraConfig, PretrainingConfig, preset
+from ..config import PRESETS, ElectraConfig, PretrainingConfig, preset
 from ..data.cache import corpus_sources, open_data, prepared_data, vocab_for_corpus
 from ..data.dataset import VOCAB_NAME as DATA_VOCAB
 from ..data.dataset import load_meta, preparation_warnings
 from ..data.tokenizer import Tokenizer, vocab_sha256
 from ..train import checkpoint
-from ..train.config import OFFICIAL_WARMUP, TrainConfig, defaults
+from ..train.config import OFFICIAL_WARMUP, TrainConfig, warmup_error
 from ..train.loop import train
 from ..train.report import RunLog, format_summary
-from ..train.run_dir import CHECKPOINT_NAME, check_out_dir
-from ..train.state import resume_differences
-from .common import EVAL_FRACTION_HELP, EXIT_INTERRUPTED, CliError, add_corpus_options, split_by_default
-
-MODEL_HELP = {
-    "vocab_size": "vocabulary size to learn when no --vocab is given (presets: {}); the model's vocab_size is "
-                  "always the vocabulary's length",
-    "embedding_size": "E, the token embedding size, shared by generator and discriminator (presets: {})",
-    "hidden_size": "H, the discriminator's hidden size (presets: {})",
-    "num_hidden_layers": "transformer layers of each model (presets: {})",
-    "num_attention_heads": "NH, attention heads of the discriminator (presets: {})",
-    "intermediate_size": "F, the feed-forward size of the discriminator (presets: {})",
-    "hidden_act": "activation: gelu is the exact erf GELU that ELECTRA uses; gelu_new and gelu_pytorch_tanh "
-                  "are the tanh approximation (presets: {})",
-    "hidden_dropout_prob": "dropout on embeddings and layer outputs (presets: {})",
-    "attention_probs_dropout_prob": "dropout on attention probabilities (presets: {})",
-    "max_position_embeddings": "longest sequence the position embeddings allow; must be >= --seq_len (presets: {})",
-    "type_vocab_size": "number of segment (token type) ids (presets: {})",
-    "initializer_range": "standard deviation of the initial weights (presets: {})",
-    "layer_norm_eps": "LayerNorm epsilon (presets: {})",
-}
-# the tiny preset is a short demo: with the paper's mask_prob 0.15 and temperature 1 its discriminator stays at the
-# always-original baseline for a long time; 0.25 (ELECTRA-Large's mask rate) and a flatter generator (temperature 3)
-# make replaced tokens detectable early in a short run. docs/training.md has the numbers.
-PRESET_OBJECTIVE = {"tiny": {"mask_prob": 0.25, "temperature": 3.0}}
-_P = PretrainingConfig()
-_TINY = PRESET_OBJECTIVE["tiny"]
-PRETRAIN_HELP = {
-    "mask_prob": f"share of tokens masked per sequence (default: {_TINY['mask_prob']:g} with the tiny preset, the "
-                 f"default; {_P.mask_prob:g}, the paper's, with small and base)",
-    "disc_weight": f"lambda: loss = MLM loss + lambda * discriminator loss (default: {_P.disc_weight:g})",
-    "temperature": f"sampling temperature of the generator's replacements; above 1 samples rarer tokens, easier to "
-                   f"detect (default: {_TINY['temperature']:g} with the tiny preset, the default; "
-                   f"{_P.temperature:g}, the paper's, with small and base)",
-    "final_temperature": "anneal the temperature linearly from --temperature at the first step to this at the "
-                         "last (e.g. --temperature 3 --final_temperature 1: easy replacements while the "
-                         "discriminator starts, the paper's objective at the end) (default: none, a constant "
-                         "temperature)",
-    "generator_hidden_size": f"generator size as a fraction of the discriminator's hidden size "
-                             f"(default: {_P.generator_hidden_size:g})",
-    "mask_token_prob": f"share of the masked positions shown to the generator as [MASK]; the rest keep their "
-                       f"token (default: {_P.mask_token_prob:g})",
-    "objective": f"electra (generator + discriminator) or mlm (the BERT-style baseline: one masked language "
-                 f"model of the full size) (default: {_P.objective})",
-}
-MODEL_FIELDS = [f for f in dataclasses.fields(ElectraConfig) if f.name != "pad_token_id"]  # pad id: from the vocab
-PRETRAIN_FIELDS = list(dataclasses.fields(PretrainingConfig))
-TRAIN_DEFAULTS = defaults()
-DATA_KEYS = ("corpus", "data", "vocab", "lowercase", "eval_fraction", "split_sentences")
-RUN_KEYS = ("out_dir",)
-SESSION_ONLY = ("resume", "overwrite", "threads", "config")  # never read from a file or a checkpoint
-DATA_DEFAULTS = dict(corpus=None, data=None, vocab=None, lowercase=True, eval_fraction=0.02, split_sentences=False)
-
-
-# ----------------------------------------------------------------------------- options
-
-def _preset_values(name):
-    return ", ".join(f"{p} {getattr(c, name)}" for p, c in PRESETS.items())
+from ..train.run_dir import CHECKPOINT_NAME, check_inputs_apart, check_out_dir, hold, recover
+from ..train.state import check_meta, resume_differences
+from .common import EXIT_INTERRUPTED, CliError, check_option_values, split_by_default
+from .pretrain_options import (
+    DATA_DEFAULTS,
+    DATA_KEYS,
+    MODEL_FIELDS,
+    PRESET_OBJECTIVE,
+    PRETRAIN_FIELDS,
+    RUN_KEYS,
+    TRAIN_DEFAULTS,
+    add_options,
+    check_flags,
+    option_error,
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    """Register `pretrain` on an argparse subparsers object; its options are absent from the namespace unless
-    given (argparse.SUPPRESS), so that resolve_settings knows what the command line set."""
-    p = sub.add_parser("pretrain", argument_default=argparse.SUPPRESS,
-                       help="pretrain ELECTRA (default: the tiny preset on the embedded corpus)",
-                       description="Pretrain ELECTRA: a generator (a small masked language model) replaces a "
-                                   f"share of the tokens (--mask_prob: {_P.mask_prob:.0%} in the paper, "
-                                   f"{_TINY['mask_prob']:.0%} in the tiny preset, the default), a discriminator "
-                                   "learns to find them. With no options: the tiny model on the embedded corpus, a "
-                                   "short demonstration run.")
-    _run_options(p.add_argument_group("run"))
-    g = p.add_argument_group("data")
-    add_corpus_options(g)
-    g.add_argument("--data", metavar="DIR", help="a folder made by `electra-np prepare` (instead of --corpus; its "
-                                                 "vocab.txt and sequence length are used)")
-    g.add_argument("--eval_fraction", type=float, help=f"{EVAL_FRACTION_HELP} (default: 0.02)")
-    _training_options(p.add_argument_group("training"))
-    g = p.add_argument_group("model (any ElectraConfig field; default: the preset's)")
-    for f in MODEL_FIELDS:
-        kwargs = {"choices": ACTIVATIONS} if f.name == "hidden_act" else {"type": f.type}
-        g.add_argument(f"--{f.name}", help=MODEL_HELP[f.name].format(_preset_values(f.name)), **kwargs)
-    g = p.add_argument_group("objective")
-    for f in PRETRAIN_FIELDS:
-        kwargs = ({"choices": ("electra", "mlm")} if f.name == "objective" else
-                  {"type": float} if f.name == "final_temperature" else {"type": f.type})
-        g.add_argument(f"--{f.name}", help=PRETRAIN_HELP[f.name], **kwargs)
+    """Register `pretrain` on an argparse subparsers object (its options: pretrain_options.py)."""
+    p = add_options(sub)
     p.set_defaults(func=cmd_pretrain)
     return p
-
-
-def _run_options(g):
-    g.add_argument("--config", metavar="FILE.json",
-                   help="settings from a JSON object whose keys are these options' names (e.g. "
-                        "{\"hidden_size\": 256, \"steps\": 1000}), or a run.json / Hugging Face config.json; "
-                        "the command line wins")
-    g.add_argument("--out_dir", metavar="DIR", help="where the run's files go (default: runs/electra-PRESET)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out_dir from its checkpoint; the "
-                                                         "losses are bit-identical to an uninterrupted run")
-    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out_dir")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="model size: tiny (2 layers, H=128), small "
-                                                             "(ELECTRA-Small), base (ELECTRA-Base) (default: tiny)")
-
-
-def _training_options(g):
-    d = TRAIN_DEFAULTS
-    g.add_argument("--steps", type=int, help=f"optimizer steps (default: {d['steps']})")
-    g.add_argument("--budget_minutes", type=float, metavar="M",
-                   help="instead of --steps: as many steps as fit in M minutes of wall clock, from a step time "
-                        "(evaluations' share included) measured before the run starts without changing its numbers; "
-                        "recorded in run.json and kept on --resume")
-    g.add_argument("--snapshots", type=float, nargs="+", metavar="F",
-                   help="also save the models for fine-tuning when the run reaches these fractions of its steps "
-                        "(e.g. 0.25 0.5), in OUT_DIR/snapshots/step-K/discriminator and .../generator, as the final "
-                        "export, with a snapshot.json (default: none)")
-    g.add_argument("--batch_size", type=int, help=f"sequences per step (default: {d['batch_size']})")
-    g.add_argument("--seq_len", type=int, help=f"tokens per sequence (default: {d['seq_len']})")
-    g.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4 for tiny and small, 2e-4 for base: "
-                                            "the paper's for small and base)")
-    g.add_argument("--warmup", type=int, help="linear warmup steps (default: min(10000, steps / 10); 10000 is the "
-                                              "official value)")
-    g.add_argument("--weight_decay", type=float, help="AdamW decoupled weight decay, not on LayerNorm and biases "
-                                                      f"(default: {d['weight_decay']})")
-    g.add_argument("--clip_norm", type=float, help=f"clip the gradients' global norm to this, 0 for no clipping "
-                                                   f"(default: {d['clip_norm']})")
-    g.add_argument("--seed", type=int, help="seed of initialization, masking, sampling, dropout and data order "
-                                            f"(default: {d['seed']})")
-    g.add_argument("--dtype", choices=("float32", "float64"),
-                   help=f"parameter and compute dtype (default: {d['dtype']})")
-    g.add_argument("--backend", choices=("numpy", "fast"), help="numpy (the reference) or fast (Numba kernels) "
-                                                                "(default: fast when it is available)")
-    g.add_argument("--threads", type=int, help="threads for BLAS and Numba (default: $ELECTRA_NP_THREADS, else "
-                                               "every CPU this process may run on)")
-    g.add_argument("--log_every", type=int, help=f"steps between log lines, 0 for none (default: {d['log_every']})")
-    g.add_argument("--eval_every", type=int, help="steps between held-out evaluations, 0 for only the last "
-                                                  f"(default: {d['eval_every']})")
-    g.add_argument("--eval_examples", type=int, help="held-out examples per evaluation (default: "
-                                                     f"{d['eval_examples']})")
-    g.add_argument("--save_every", type=int, help="steps between checkpoints, 0 for only the last "
-                                                  f"(default: {d['save_every']})")
-    g.add_argument("--stop_at", type=int, metavar="STEP", help="end this session at STEP with a checkpoint, "
-                                                               "schedule unchanged; continue later with --resume "
-                                                               "(default: run to --steps)")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -186,16 +69,24 @@ def _flatten_saved(d):
 
 
 def load_config_file(path) -> dict:
-    """The settings of a --config file, flat {option: value}; unknown names are refused."""
+    """The settings of a --config file, flat {option: value}, checked as the command line's would be: unknown
+    names, values of the wrong type ("steps": "100", "lowercase": "no") and values out of range are refused in one
+    line naming the file and the key."""
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
     except FileNotFoundError:
         raise CliError(f"--config: file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CliError(f"--config {path}: not valid JSON ({e})") from None
+    except (OSError, ValueError) as e:  # a folder, bad JSON, bad UTF-8
+        raise CliError(f"--config {path}: unreadable or not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise CliError(f"--config {path}: expected a JSON object of option names and values")
+    sections = ("model_config", "pretraining_config", "training", "data_source")  # a run.json's
+    bad = [k for k in sections if "model_type" not in d and d.get(k) is not None and not isinstance(d[k], dict)]
+    if bad:
+        raise CliError(f"--config {path}: \"{bad[0]}\" must be a JSON object of settings, got {type(d[bad[0]]).__name__}")
+    if "model_type" in d and "embedding_size" in d and d["embedding_size"] is None:  # Hugging Face's E = H
+        d = {**d, "embedding_size": d.get("hidden_size")}
     flat = _flatten_saved(d)
     if "training" in d and flat.get("budget_minutes") is not None:  # a run record of a budget run: its steps
         # (and the warmup derived from them) were measured on another run; this run measures its own
@@ -208,6 +99,13 @@ def load_config_file(path) -> dict:
     unknown = sorted(set(flat) - known)
     if unknown:
         raise CliError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
+    nullable = {k for k, v in {**TRAIN_DEFAULTS, **DATA_DEFAULTS}.items() if v is None} | {"final_temperature"}
+    parser = argparse.ArgumentParser()
+    check_option_values(add_options(parser.add_subparsers()), flat, f"--config {path}", nullable)
+    for key in sorted(flat):  # the ranges the config classes would refuse later
+        error = option_error(key, flat[key])
+        if error:
+            raise CliError(f"--config {path}: \"{key}\" {error}")
     return flat
 
 
@@ -252,16 +150,24 @@ class Console:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    """settings -> vocabulary -> configs -> data -> train -> summary."""
+    """lock out_dir -> settings -> vocabulary -> configs -> data -> train -> summary."""
     given = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     resume, overwrite = given.pop("resume", False), given.pop("overwrite", False)
     given.pop("threads", None)  # main() has applied it
     if resume and overwrite:
         raise CliError("--resume and --overwrite exclude each other")
-    settings, explicit, out_dir, meta = _run_settings(given, resume, overwrite)
+    console = Console()  # what is printed before the run folder exists goes into its log.txt too
+    out_dir = _checked_out_dir(given, resume)
+    with hold(out_dir, console):  # before the folder is read, written or cleared
+        recover(out_dir, console)  # what an --overwrite killed part-way left
+        return _pretrain(given, resume, overwrite, out_dir, console)
+
+
+def _pretrain(given, resume, overwrite, out_dir, console) -> int:
+    settings, explicit, meta = _run_settings(given, resume, overwrite, out_dir)
+    check_inputs_apart(out_dir, settings.get("data"), settings.get("corpus"), settings.get("vocab"))
     _budget_settings(settings, explicit, resume)
     data_meta = _prepared_meta(settings, explicit)
-    console = Console()  # what is printed before the run folder exists goes into its log.txt too
     tokenizer, sources = _vocabulary(settings, explicit, meta, data_meta, console)
     model_config, pretraining, tc = build_configs(settings, tokenizer, explicit)
     _check_fit(out_dir, meta, model_config, pretraining, tc, tokenizer)
@@ -275,21 +181,49 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0
 
 
-def _run_settings(given, resume, overwrite):
-    """(settings, explicit, out_dir, checkpoint meta or None): when resuming, the checkpoint's settings replace
-    the defaults (stop_at belongs to one session only)."""
+def _checked_out_dir(given, resume) -> Path:
+    """--out_dir (from the command line or --config), else runs/electra-PRESET; before it, the command line's
+    values and the --config file's are checked, each on its own and together, before anything is read or
+    written."""
+    check_flags(given)
+    settings, explicit = resolve_settings(given)  # reads and checks --config
+    if not resume:  # a resumed run's settings come from its checkpoint, read under the lock
+        _check_together(settings)
+    return Path(explicit.get("out_dir") or f"runs/electra-{settings['preset']}")
+
+
+def _check_together(settings) -> None:
+    """Refuse settings that are each allowed but not together (the configs would refuse them after the vocabulary
+    is learned and the corpus prepared), naming the options."""
+    model = PRESETS[settings["preset"]]
+    hidden, heads = (settings.get(k, getattr(model, k)) for k in ("hidden_size", "num_attention_heads"))
+    if hidden % heads:
+        raise CliError(f"--hidden_size {hidden} must be divisible by --num_attention_heads {heads}: each head "
+                       "takes hidden_size / num_attention_heads of the hidden units")
+    share = settings.get("generator_hidden_size", PretrainingConfig.generator_hidden_size)
+    if settings.get("objective") != "mlm" and round(hidden * share) < 1:
+        raise CliError(f"--generator_hidden_size {share:g} x --hidden_size {hidden} leaves the generator no hidden "
+                       "unit; choose a larger share")
+    steps, warmup = settings.get("steps"), settings.get("warmup")
+    if settings.get("budget_minutes") is None and None not in (steps, warmup) and warmup > steps:
+        raise CliError(warmup_error(warmup, steps, dash="--"))
+
+
+def _run_settings(given, resume, overwrite, out_dir):
+    """(settings, explicit, checkpoint meta or None): when resuming, the checkpoint's settings replace the
+    defaults (stop_at belongs to one session only)."""
     settings, explicit = resolve_settings(given)
-    out_dir = Path(explicit.get("out_dir") or f"runs/electra-{settings['preset']}")
     check_out_dir(out_dir, resume, overwrite)
     meta = None
     if resume:
         meta = checkpoint.read_meta(out_dir / CHECKPOINT_NAME)
+        check_meta(meta, out_dir / CHECKPOINT_NAME)
         saved = {k: v for k, v in _flatten_saved(meta).items() if k != "stop_at"}
         settings, explicit = resolve_settings(given, saved)
     if not resume and settings.get("data") is None:  # a resumed run keeps what its checkpoint recorded
         settings["split_sentences"] = split_by_default(explicit.get("split_sentences"), settings["corpus"])
     settings["out_dir"] = str(out_dir)
-    return settings, explicit, out_dir, meta
+    return settings, explicit, meta
 
 
 def _budget_settings(settings, explicit, resume):

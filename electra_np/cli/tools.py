@@ -14,13 +14,14 @@ import numpy as np
 
 from ..config import ACTIVATIONS, ElectraConfig, PretrainingConfig
 from ..data.cache import corpus_lines, corpus_sources, source_specs, vocab_for_corpus
-from ..data.dataset import preparation_warnings
+from ..data.dataset import preparation_warnings, unk_summary
+from ..data.packing import MIN_TARGET_LENGTH
 from ..data.prepare import prepare_corpus
 from ..data.tokenizer import Tokenizer, build_vocab
 from ..gradcheck import check_electra
-from ..masking import Corruption
+from ..masking import Corruption, positions_from_indices
 from ..model import Electra, electra_backward, electra_forward
-from .common import EVAL_FRACTION_HELP, CliError, add_corpus_options, split_by_default
+from .common import EVAL_FRACTION_HELP, CliError, add_corpus_options, check_apart, split_by_default
 
 GRADCHECK_TOLERANCE = 1e-5
 ZERO_GRADIENT = 1e-10  # below this a key bias's gradient is rounding noise (its true gradient is 0)
@@ -66,7 +67,14 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_gradcheck)
 
 
+def at_least(option: str, value: int | None, minimum: int) -> None:
+    """Refuse an integer option below its minimum, naming the option (None: not given)."""
+    if value is not None and value < minimum:
+        raise CliError(f"{option} must be an integer >= {minimum}, got {value}")
+
+
 def cmd_build_vocab(args: argparse.Namespace) -> int:
+    at_least("--min_frequency", args.min_frequency, 1)  # 0 or less merges pairs that never occur
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
@@ -80,8 +88,13 @@ def cmd_build_vocab(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    """The folder is written in one atomic step (prepare.prepare_corpus): an --overwrite that fails leaves the old
+    one whole. An --out_dir holding the corpus or the vocabulary would delete them, and is refused."""
+    at_least("--seq_len", args.seq_len, MIN_TARGET_LENGTH)  # [CLS] A [SEP] B [SEP] with a token each
+    at_least("--seed", args.seed, 0)
     lowercase = True if args.lowercase is None else args.lowercase
     sources = corpus_sources(args.corpus, echo=print)
+    check_apart(args.out_dir, "--out_dir", files={"--corpus": [s.path for s in sources], "--vocab": args.vocab})
     if args.vocab:
         tokenizer = Tokenizer.from_file(args.vocab, do_lower_case=lowercase)
     else:
@@ -91,7 +104,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                           split_sentences=split_by_default(args.split_sentences, args.corpus))
     s = meta["splits"]
     print(f"wrote {args.out_dir}: {s['train']['examples']:,} training and {s['eval']['examples']:,} held-out "
-          f"examples of {args.seq_len} tokens, vocabulary of {meta['vocab_size']} tokens")
+          f"examples of {args.seq_len} tokens, vocabulary of {meta['vocab_size']} tokens"
+          + (f"; {unk_summary(meta)}" if unk_summary(meta) else ""))
     for line in preparation_warnings(meta):
         print(line)
     return 0
@@ -121,19 +135,20 @@ def gradcheck_errors(objective: str = "electra", hidden_act: str = "gelu", seed:
     types = np.zeros((2, T), np.int64)
     types[0, 4:] = 1
     batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    masked = np.zeros((2, T), bool)
-    masked[0, [1, 3, 5]] = True
-    masked[1, 2] = True
+    positions = [(0, 1), (0, 3), (0, 5), (1, 2)]  # (batch, position) of each sample below
+    masked = positions_from_indices(positions, 2, T)  # (2, T)
     use_mask = masked.copy()
     use_mask[0, 3] = False
     samples = np.array([7, ids[0, 3], 11, 12])  # one sample equals the original: it counts as original
-    corruption = Corruption(masked, use_mask, samples)
+    corruption = Corruption(masked, use_mask, samples, positions)
     errors = check_electra(setup, params, batch, corruption, max_entries=max_entries)
     grads = electra_backward(electra_forward(params, setup, batch, corruption=corruption, train=False)[2], setup)
     return errors, {k: float(np.abs(g).max()) for k, g in grads.items()}
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
+    at_least("--max_entries", args.max_entries, 1)  # 0 would probe nothing, and pass
+    at_least("--seed", args.seed, 0)
     errors, magnitude = gradcheck_errors(args.objective, args.hidden_act, args.seed, args.max_entries)
     failed = []
     print(f"relative error of every gradient of the {args.objective} loss (float64, tolerance "

@@ -28,6 +28,8 @@ Importing electra_np, or any module of it, changes nothing: only configure() doe
    threads at any moment. BLAS is set through threadpoolctl when it is installed; a count asked for
    (`threads` or ELECTRA_NP_THREADS) before NumPy is imported also goes to OPENBLAS_NUM_THREADS,
    OMP_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS, which the libraries read when they load.
+   A count above the CPUs this process may use is kept, with a RuntimeWarning: results depend on the count, so
+   keeping it gives the bits another machine gets with it (the threads share cores, slower).
 Results depend on the thread count only through the per-thread partial sums of batch reductions
 (kernels/rows.py): the same count gives the same bits.
 
@@ -49,6 +51,7 @@ _threads = None  # the thread count set_num_threads last set
 _spin_set_before_numpy = None  # whether configure() set the idle spin before NumPy loaded OpenBLAS
 _prefer_512_bit = None  # whether configure() asked Numba for 512-bit vectors
 _limiter = None  # threadpoolctl's limit, kept: it holds until changed
+_warned = set()  # the thread counts _warn_oversubscribed has warned about
 
 
 def configure(threads: int | None = None) -> int:
@@ -73,13 +76,16 @@ def thread_count(threads: int | None = None) -> int:
         return threads
     value = os.environ.get(THREADS_ENV)
     if value:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
+        digits = value.strip()  # plain decimal digits: int() would also take "3_0" (30) and "+3"
+        n = int(digits) if digits.isascii() and digits.isdigit() else 0
         if n < 1:
             raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
         return n
+    return available_cpus()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask on Linux, else the machine's count)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -95,12 +101,32 @@ def set_num_threads(n: int | None = None) -> int:
 
     n = _threads = thread_count(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    _warn_oversubscribed(n, numba.config.NUMBA_NUM_THREADS)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return n  # the variables set before NumPy loaded, if any, apply
     _limiter = threadpool_limits(limits=n, user_api="blas")
     return n
+
+
+def _warn_oversubscribed(n, numba_limit):
+    """One RuntimeWarning, once per count, when n is more threads than CPUs (they share the cores: slower, and the
+    count is kept, since results depend on it: the same count gives the same bits on any machine), or more than
+    Numba started with (its kernels then run fewer)."""
+    cpus = available_cpus()
+    if n in _warned or (n <= cpus and n <= numba_limit):
+        return
+    _warned.add(n)
+    import warnings
+
+    said = []
+    if n > cpus:
+        said.append(f"this process may run on {cpus} CPUs: the count is kept (results depend on it), so the threads "
+                    "share cores and run slower")
+    if n > numba_limit:
+        said.append(f"Numba started with at most {numba_limit} (NUMBA_NUM_THREADS), so its kernels use {numba_limit}")
+    warnings.warn(f"{n} threads asked for, but " + "; ".join(said), RuntimeWarning, stacklevel=3)
 
 
 def thread_info() -> dict:

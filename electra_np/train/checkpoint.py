@@ -11,17 +11,23 @@ Written atomically (atomic.py: a temporary file beside it, fsync'ed, os.replace'
 fsync'ed): a process killed at any point leaves either the old file or the new one, never half of one;
 a stray temporary file may remain and is removed by the next save.
 
+Writing refuses arrays holding NaN or infinity (NonFiniteError, naming the entry): a diverged state never
+replaces a good checkpoint. A full disk (ENOSPC, EDQUOT) is an OSError naming the file; the old checkpoint is
+left as it was and the partial temporary file removed.
+
 Reading checks everything: the zip structure and every member's CRC-32 (a truncated or bit-flipped
 file fails), the JSON, the format name and version. Every failure is a `CheckpointError` naming the file.
 """
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_write, remove_stale_temporaries
+from .config import RESOURCE_ERRNOS
 
 FORMAT_NAME = "electra_np.checkpoint"
 FORMAT_VERSION = 1
@@ -32,18 +38,44 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, truncated, corrupted or of another format."""
 
 
+class NonFiniteError(CheckpointError):
+    """A checkpoint not written because an array holds NaN or infinity (`key` names the first)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def first_nonfinite(arrays: dict) -> str | None:
+    """The name of the first floating array holding NaN or infinity, or None."""
+    for k, a in arrays.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            return k
+    return None
+
+
 def save(path, arrays: dict, meta: dict) -> None:
     """Write a checkpoint atomically.
 
     Inputs: path: the .npz file; arrays: {"group/name": np.ndarray}; meta: a JSON-serializable dict
             (format and version are added).
     """
+    path = Path(path)
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **meta}
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved")
+    bad = first_nonfinite(arrays)
+    if bad is not None:
+        raise NonFiniteError(f"{path}: not written: {bad} holds NaN or infinite values", bad)
     remove_stale_temporaries(path)
-    atomic_write(path, lambda f: np.savez(f, **{META_KEY: blob}, **arrays))
+    try:
+        atomic_write(path, lambda f: np.savez(f, **{META_KEY: blob}, **arrays))
+    except OSError as e:
+        if e.errno not in RESOURCE_ERRNOS:
+            raise
+        raise OSError(e.errno, f"{os.strerror(e.errno)} while writing the checkpoint {path}: it was not written, "
+                               f"{path.name} keeps its previous content and the partial file was removed") from e
 
 
 def read_meta(path) -> dict:

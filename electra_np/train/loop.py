@@ -7,7 +7,8 @@ evaluation, atomic checkpoints and exact resume.
         grads, norm = clip_by_global_norm(grads, 1.0)
         optimizer.update(params, grads, learning_rate(step, lr, warmup, steps))
 
-The pieces: config.py (TrainConfig), run_dir.py (the files of out_dir), state.py (what a checkpoint
+The pieces: config.py (TrainConfig), run_dir.py (the files of out_dir, its lock, --overwrite's safety net),
+divergence.py (the bounds past which a run has diverged), state.py (what a checkpoint
 holds, exact resume), budget.py (steps from a wall-clock budget), held_out.py (evaluation and the demo),
 diagnostics.py (is it paying off: detection, unigram entropy, collapse, warnings), report.py (log lines,
 metrics.jsonl, the summary), export.py (the models left for fine-tuning), snapshots.py (the same models at
@@ -16,7 +17,7 @@ fractions of the schedule).
 
 import dataclasses
 import json
-import math
+import os
 import signal
 import threading
 import time
@@ -29,14 +30,16 @@ from ..data.tokenizer import Tokenizer
 from ..engine import default_backend, first_run_note, make_step, make_update
 from ..model import Electra
 from ..optim import clip_by_global_norm, global_norm, learning_rate
+from . import checkpoint
 from .budget import fit_budget
-from .config import RunError, TrainConfig, TrainingDiverged
+from .config import RESOURCE_ERRNOS, RunError, TrainConfig, TrainingDiverged
 from .diagnostics import unigram_entropy, warnings_for
+from .divergence import ADVICE, DivergenceGuard, last_update_problem
 from .export import save_for_finetuning
 from .held_out import demo, held_out_metrics
 from .plot import plot_run
 from .report import RunLog, Window, eval_line, header_lines, step_line, truncate_metrics
-from .run_dir import CHECKPOINT_NAME, RUN_NAME, VOCAB_NAME, check_out_dir, clear_run, existing_run_files
+from .run_dir import CHECKPOINT_NAME, RUN_NAME, VOCAB_NAME, Aside, check_out_dir, hold, recover, set_aside
 from .snapshots import existing_snapshots, snapshot_steps, write_snapshot, written
 from .state import RunState, last_good, restore_state, save_state, start_state
 
@@ -51,36 +54,54 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
             train_data, eval_data: data.PretrainingData splits (eval_data may be None or empty);
             data_info: JSON-able description of the data (its "fingerprint" is checked on resume);
             tc.steps None (with tc.budget_minutes, a fresh run): set from a measured step time (budget.py);
-            resume: continue out_dir's run; overwrite: replace the run in out_dir (else refused);
+            resume: continue out_dir's run; overwrite: replace the run in out_dir (else refused): the old run is
+            set aside until the new one saves its first checkpoint, and put back if it fails before (run_dir.py);
             echo: called with each console line (None: silent); preface: lines already shown that belong at the
             top of this session's log.txt (the command's vocabulary and data steps).
     Returns: a summary dict (status "finished" | "stopped" | "interrupted", step, final eval, paths, demo).
-    Raises: RunError on settings that do not fit (nothing written); TrainingDiverged on NaN/inf.
+    Raises: RunError on settings that do not fit (nothing written), or when another process holds out_dir;
+            TrainingDiverged on NaN/inf or a loss or gradient norm past its bound (divergence.py).
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, resume, overwrite)
-    setup = build_setup(model_config, pretraining_config, tokenizer)
-    check_inputs(model_config, tc, tokenizer, train_data)
-    data_info = data_info or {}
-    backend = tc.backend or default_backend()
-    state = start_state(setup, tc, train_data)
-    early = list(preface)  # shown before the run folder exists; written into log.txt once it does
-    note = first_run_note(backend)
-    if note and echo:
-        echo(note)
-        early.append(note)
-    budget_line = None
-    if tc.steps is None and not resume:
-        if echo:
-            echo(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
-            early.append(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
-        tc, budget_line = fit_budget(setup, tc, state.params, backend, train_data, eval_data)
-    if resume:
-        restore_state(state, out_dir / CHECKPOINT_NAME, setup, model_config, pretraining_config, tc, tokenizer,
-                      data_info.get("fingerprint"))
-        truncate_metrics(out_dir, state.step)
-    elif existing_run_files(out_dir):
-        clear_run(out_dir)
+    with hold(out_dir, echo):  # one writer per folder (a no-op when the command already holds it)
+        recover(out_dir, echo)
+        check_out_dir(out_dir, resume, overwrite)
+        setup = build_setup(model_config, pretraining_config, tokenizer)
+        check_inputs(model_config, tc, tokenizer, train_data)
+        data_info = data_info or {}
+        backend = tc.backend or default_backend()
+        state = start_state(setup, tc, train_data)
+        early = list(preface)  # shown before the run folder exists; written into log.txt once it does
+        note = first_run_note(backend)
+        if note and echo:
+            echo(note)
+            early.append(note)
+        budget_line = None
+        if tc.steps is None and not resume:
+            if echo:
+                echo(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
+                early.append(f"budget {tc.budget_minutes:g} min: timing a few steps on a copy of the model")
+            tc, budget_line = fit_budget(setup, tc, state.params, backend, train_data, eval_data)
+        if resume:
+            restore_state(state, out_dir / CHECKPOINT_NAME, setup, model_config, pretraining_config, tc, tokenizer,
+                          data_info.get("fingerprint"))
+            truncate_metrics(out_dir, state.step)
+        aside = None if resume else set_aside(out_dir)  # an --overwrite's old run (check_out_dir refused it otherwise)
+        try:
+            return _run(out_dir, setup, tc, state, tokenizer, train_data, eval_data, data_info, backend, echo, early,
+                        resume, budget_line, aside)
+        except BaseException:
+            if aside is not None and aside.pending:
+                aside.restore()
+                if echo:
+                    echo(f"note: the new run stopped before its first checkpoint; the run that --overwrite was "
+                         f"replacing is back in {out_dir}")
+            raise
+
+
+def _run(out_dir, setup, tc, state, tokenizer, train_data, eval_data, data_info, backend, echo, early, resume,
+         budget_line, aside) -> dict:
+    """The run record, the log's header, the session and its summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_meta = write_run_record(out_dir, setup, tc, tokenizer, data_info)
     log = RunLog(out_dir, echo)
@@ -92,7 +113,7 @@ def train(out_dir, model_config: ElectraConfig, pretraining_config: PretrainingC
         log.line(line)
     if budget_line is not None:
         log.line(budget_line)
-    session = Session(out_dir, setup, tc, state, run_meta, train_data, eval_data, backend, log, tokenizer)
+    session = Session(out_dir, setup, tc, state, run_meta, train_data, eval_data, backend, log, tokenizer, aside)
     status = session.run()
     return session.finish(status)
 
@@ -136,10 +157,12 @@ class Session:
     and checkpoints on their schedules. run() is the loop; each of its steps is a method below."""
 
     def __init__(self, out_dir: Path, setup: Electra, tc: TrainConfig, state: RunState, run_meta: dict,
-                 train_data, eval_data, backend: str, log: RunLog, tokenizer: Tokenizer) -> None:
+                 train_data, eval_data, backend: str, log: RunLog, tokenizer: Tokenizer,
+                 aside: Aside | None = None) -> None:
         self.out_dir, self.setup, self.tc, self.state, self.run_meta = out_dir, setup, tc, state, run_meta
         self.train_data, self.eval_data, self.backend, self.log = train_data, eval_data, backend, log
-        self.tokenizer = tokenizer
+        self.tokenizer, self.aside = tokenizer, aside  # aside: the old run an --overwrite keeps until the first save
+        self.guard = DivergenceGuard(setup.disc.vocab_size)
         self.ckpt_path = out_dir / CHECKPOINT_NAME
         self.electra = setup.objective.objective == "electra"
         self.has_eval = eval_data is not None and len(eval_data) > 0
@@ -155,18 +178,23 @@ class Session:
         self.start = time.perf_counter()
 
     def run(self) -> str:
-        """Step until tc.stop; Ctrl-C ends the session after the current step. Returns "finished" or
-        "interrupted"."""
+        """Step until tc.stop; Ctrl-C ends the session after the current step, with a checkpoint (an --overwrite
+        before its first one raises KeyboardInterrupt instead: train() puts the old run back). Returns "finished"
+        or "interrupted"."""
         tc = self.tc
         with _StopFlag() as interrupt:
             while self.state.step < tc.stop:
                 if interrupt.requested:
+                    if self.aside is not None and self.aside.pending:
+                        raise KeyboardInterrupt
                     self.save()
                     self.log.line(f"interrupted: checkpoint at step {self.state.step} in {self.ckpt_path}; "
                                   "continue with --resume")
                     return "interrupted"
                 lr = self.train_step()                                      # load, step, clip, update
                 step = self.state.step
+                if step == tc.stop:
+                    self.judge_last_update()                                # judge (before it is saved)
                 if _due(step, tc.log_every) or step == tc.stop:
                     self.log_train(lr)                                      # log
                 if self.has_eval and (_due(step, tc.eval_every) or step == tc.steps):
@@ -186,12 +214,10 @@ class Session:
         temperature = self.setup.objective.temperature_at(state.step, tc.steps)
         loss, metrics, grads = self.step_fn(state.params, batch, state.rng,         # step: forward + backward
                                             temperature=temperature)
-        _check_losses(metrics, state.step, self.ckpt_path)
+        self.stop_if(self.guard.check_losses(metrics))
         grads, norm = (clip_by_global_norm(grads, tc.clip_norm, inplace=True) if tc.clip_norm > 0  # clip
                        else (grads, global_norm(grads)))
-        if not math.isfinite(norm):
-            raise TrainingDiverged(f"step {state.step + 1}: the gradient norm is {norm} (losses mlm "
-                                   f"{metrics['mlm_loss']:.4f}); training stopped. " + last_good(self.ckpt_path))
+        self.stop_if(self.guard.check_norm(norm), f" (MLM loss {metrics['mlm_loss']:.4f})")
         self.update(state.params, grads, lr)                                        # update
         state.step += 1
         metrics = dict(metrics, grad_norm=norm)
@@ -201,6 +227,28 @@ class Session:
         if self.first_loss is None:
             self.first_loss = metrics["loss"]
         return lr
+
+    def judge_last_update(self) -> None:
+        """Stop when the session's last update diverged (divergence.last_update_problem): every other update is
+        judged by the step after it."""
+        temperature = self.setup.objective.temperature_at(self.state.step - 1, self.tc.steps)
+        self.stop_if(last_update_problem(self.guard, self.state.params, self.setup, self.train_data,
+                                         self.tc.batch_size, temperature), step=self.state.step)
+
+    def stop_if(self, problem: str | None, detail: str = "", step: int | None = None) -> None:
+        """Stop the run at a diverged step (divergence.py; default: the step being taken), saying which checkpoint
+        is left."""
+        if problem is not None:
+            step = self.state.step + 1 if step is None else step
+            raise TrainingDiverged(f"step {step}: {problem}{detail}; training stopped. {self.checkpoint_left()} "
+                                   + ADVICE)
+
+    def checkpoint_left(self) -> str:
+        """A true sentence about what a run stopped now leaves (state.last_good reads the checkpoint to say it)."""
+        if self.aside is not None and self.aside.pending:
+            return (f"This run saved no checkpoint; the run that --overwrite was replacing is put back in "
+                    f"{self.out_dir}.")
+        return last_good(self.ckpt_path)
 
     def log_train(self, lr: float) -> None:
         """The window's mean metrics, speed and time left: a console line and a metrics.jsonl record."""
@@ -249,6 +297,8 @@ class Session:
         step = self.state.step
         if written(self.out_dir, step):
             return
+        bad = checkpoint.first_nonfinite(self.state.params)
+        self.stop_if(None if bad is None else f"the update left NaN or infinite values in {bad}", step=step)
         ev = self.last_ev[1] if self.last_ev is not None and self.last_ev[0] == step else None
         folder = write_snapshot(self.out_dir, step, self.snapshots[step], self.tc.steps, self.setup,
                                 self.state.params, self.tokenizer, self.elapsed(), ev)
@@ -256,7 +306,24 @@ class Session:
         self.log.line(f"snapshot at step {step} ({share} of {self.tc.steps}): {folder}")
 
     def save(self) -> None:
-        save_state(self.ckpt_path, self.state, self.run_meta, self.elapsed())
+        """The checkpoint, unless the state holds NaN or infinity (then the run stops, the last one kept) or the
+        disk is full (an OSError naming the file: the command's exit code 3). The first save of an --overwrite
+        lets the old run go."""
+        step = self.state.step
+        try:
+            save_state(self.ckpt_path, self.state, self.run_meta, self.elapsed())
+        except checkpoint.NonFiniteError as e:
+            self.stop_if(f"the state to save holds NaN or infinite values in {e.key}, so the checkpoint was not "
+                         "written", step=step)
+        except OSError as e:
+            if e.errno not in RESOURCE_ERRNOS:
+                raise
+            raise OSError(e.errno, f"step {step}: {os.strerror(e.errno)} while writing the checkpoint "
+                                   f"{self.ckpt_path}: it was not written and its partial file was removed. "
+                                   f"{self.checkpoint_left()} Free some space, then run the command again "
+                                   "(with --resume when a checkpoint is left).") from e
+        if self.aside is not None and self.aside.pending:
+            self.aside.discard()
 
     def elapsed(self) -> float:
         """Seconds of this run, earlier sessions included."""
@@ -301,15 +368,6 @@ def steady_rate(windows: list[tuple[float, int]]) -> float:
 def _due(step, every):
     """Whether a schedule of `every` steps (0: never) falls on `step`."""
     return bool(every) and step % every == 0
-
-
-def _check_losses(metrics, step, ckpt_path):
-    """Stop at a NaN or infinite loss, naming the term and the last good checkpoint."""
-    bad = [name for name in ("mlm_loss", "disc_loss") if name in metrics and not math.isfinite(metrics[name])]
-    if bad:
-        terms = " and ".join(f"the {'MLM (generator)' if b == 'mlm_loss' else 'discriminator'} loss "
-                             f"{b}={metrics[b]}" for b in bad)
-        raise TrainingDiverged(f"step {step + 1}: {terms}; training stopped. " + last_good(ckpt_path))
 
 
 class _StopFlag:

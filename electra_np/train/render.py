@@ -13,6 +13,7 @@ Columns are aligned by display width: East Asian wide and fullwidth characters t
 """
 
 import html
+import math
 import unicodedata
 from dataclasses import dataclass
 
@@ -84,8 +85,11 @@ def _pad(s: str, width: int) -> str:
 
 
 def heat_code(p: float) -> int | None:
-    """The xterm-256 background for probability p (None below the first step)."""
-    return HEAT_256[min(len(HEAT_256) - 1, int(p * len(HEAT_256)))]
+    """The xterm-256 background for probability p (None below the first step, and for a NaN: a diverged model's
+    words are shown uncoloured, their probability as "nan")."""
+    if not math.isfinite(p):
+        return None if math.isnan(p) else HEAT_256[-1 if p > 0 else 0]
+    return HEAT_256[max(0, min(len(HEAT_256) - 1, int(p * len(HEAT_256))))]
 
 
 def _rows(words: list[Word]) -> list[list[tuple[str, str]]]:
@@ -148,7 +152,7 @@ CSS = """body { font-family: sans-serif; margin: 2em; line-height: 1.2; }
 
 
 def _html_word(w: Word) -> str:
-    alpha = f"{w.p:.3f}"
+    alpha = f"{w.p:.3f}" if math.isfinite(w.p) else "0"  # a NaN: no background (the number says "nan")
     title = f"p(replaced) = {w.p:.4f}" + (f"; original: {w.original}" if w.original else "")
     parts = [f'<span class="w" style="background: rgba(220, 40, 40, {alpha})">{html.escape(w.text)}</span>']
     if w.replaced is not None:
