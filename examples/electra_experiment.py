@@ -118,7 +118,9 @@ class Run:
             if not path.is_file():
                 raise ExperimentError(f"--pretraining_from {self.pre}: no settings.json (not an experiment folder)")
             old = json.loads(path.read_text())
-            diff = [k for k in PRETRAIN_FIXED if old.get(k) != json.loads(json.dumps(settings[k]))]
+            diff = [k for k in PRETRAIN_FIXED if k != "checkpoints" and old.get(k) != json.loads(json.dumps(settings[k]))]
+            if not set(settings["checkpoints"]) <= set(old.get("checkpoints") or []):  # a subset of its snapshots
+                diff.append("checkpoints")  # may be fine-tuned (e.g. only the end, when fine-tuning is the cost)
             if diff:
                 raise ExperimentError(f"--pretraining_from {self.pre} was pretrained with other settings ("
                                       + ", ".join(f"--{k} {old.get(k)!r}" for k in diff) + ")")
@@ -620,7 +622,8 @@ def parse_args(argv):
     g.add_argument("--budget_minutes", type=float, help="pretraining time of each objective on this machine")
     g.add_argument("--steps", type=int, help="instead of a budget: this many steps each (not equal compute)")
     g.add_argument("--checkpoints", type=float, nargs="+", default=[0.25, 0.5, 1.0],
-                   help="fractions of the budget at which ELECTRA is fine-tuned (1.0 = the end)")
+                   help="fractions of the budget at which ELECTRA is fine-tuned (1.0 = the end); with "
+                        "--pretraining_from, any subset of that folder's")
     g.add_argument("--preset", choices=("tiny", "small"), default="tiny", help="model size (electra-np presets)")
     for k in MODEL_OPTIONS:
         g.add_argument(f"--{k}", type=int, help=f"`electra-np pretrain --{k}` (default: the preset's)")

@@ -153,6 +153,10 @@ def test_another_labelled_count_reuses_the_pretraining(done, tmp_path, monkeypat
     units = {f.stem for f in (root / "out30" / "units").glob("*.json")}
     assert units and all(u.startswith("ft_") for u in units)
     assert exp.main([*second, "--out", "out30b", "--vocab_size", "60"]) == 2
+    assert exp.main([*second, "--out", "out30c", "--checkpoints", "1"]) == 0  # a subset of its snapshots
+    assert sorted(json.loads((root / "out30c" / "results.json").read_text())["conditions"]) == ["electra_100", "mlm",
+                                                                                                "random"]
+    assert exp.main([*second, "--out", "out30d", "--checkpoints", "0.75", "1"]) == 2  # a snapshot it lacks
 
 
 def test_the_lr_choice_never_reads_dev(done, tmp_path, monkeypatch):
