@@ -43,3 +43,14 @@ def uniforms(seed: int | np.uint64, shape: tuple[int, ...], dtype=np.float32) ->
     else:
         u = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
     return u.reshape(shape)
+
+
+def uniforms_at(seed: int | np.uint64, index: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """uniforms(seed, shape, dtype).flat[i] at the flat positions i of `index` (any shape, integers >= 0):
+    the numbers a padded array draws, for just the entries kept (unpadded.py's packed rows).
+    Returns: an array of index's shape."""
+    state = np.uint64(seed) + (np.asarray(index, np.int64).astype(np.uint64) + np.uint64(1)) * np.uint64(GOLDEN)
+    z = splitmix64(state)
+    if np.dtype(dtype) == np.float32:
+        return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53

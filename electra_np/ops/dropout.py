@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..counter_rng import draw_seed, uniforms
+from ..counter_rng import draw_seed, uniforms, uniforms_at
 
 
 def dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
@@ -10,6 +10,14 @@ def dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator, dty
     The uniforms are counter_rng's for one seed drawn from the numpy Generator `rng` (the fast path's
     kernels compute the same numbers in place)."""
     keep = uniforms(draw_seed(rng), shape, np.float32) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+def dropout_mask_at(seed: np.uint64, index: np.ndarray, p: float, dtype: np.dtype) -> np.ndarray:
+    """dropout_mask's entries at the flat positions `index` of a larger array whose uniforms come from `seed`
+    (the caller draws it, once per array, as dropout_mask does): the packed rows of a padded batch
+    (unpadded.py, ops/varlen_attention.py) get exactly the mask entries the padded tensor gets there."""
+    keep = uniforms_at(seed, index, np.float32) >= p
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
 
 
