@@ -1,5 +1,6 @@
 """Numba kernels: each fuses the elementwise work around a matrix product (which stays in BLAS) and has a
-NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.py holds it equal to.
+NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.py (tests/test_fast_unpadded.py for
+the packed ones) holds it equal to.
 
     attention.py        scale + key mask + softmax + dropout, and backward   (ops/attention.py attention core)
     fused_attention.py  the whole core per (batch, head) pair, gemm inside the kernel (ops/attention.py)
@@ -7,6 +8,8 @@ NumPy twin in electra_np/ops (or optim.py / masking.py) that tests/test_kernels.
     layernorm.py        bias + dropout + residual + LayerNorm, and backward  (ops/layer.py, ops/layernorm.py)
     losses.py           gathered softmax cross-entropy, binary CE            (ops/losses.py)
     embeddings.py       gather + LayerNorm + dropout, scatter-add backward   (ops/embeddings.py)
+    varlen_attention.py the core per (sequence, head) over packed tokens     (ops/varlen_attention.py)
+    packed.py           packed embeddings (positions gathered) and dropout   (unpadded.py)
     sampling.py         Gumbel noise + argmax, fused                         (masking.gumbel_sample)
     adamw.py            the AdamW update                                     (optim.AdamW.update)
     blas.py             batched and single-matrix gemm from NumPy's OpenBLAS, through ctypes
