@@ -3,24 +3,32 @@
     step = make_step(setup, backend)             # pretraining: step(params, batch, rng, corruption=None,
                                                  #   train=True) -> (loss, metrics, grads)
     update = make_update(optimizer, backend)     # update(params, grads, lr): optim.AdamW.update
-    clf = make_classifier(config, backend)       # fine-tuning: clf.step(...), clf.logits(params, batch)
+    clf = make_classifier(config, backend)       # fine-tuning: clf.step(...), clf.logits(params, batch);
+                                                 #   backend also "fast-padded" (CLASSIFIER_BACKENDS)
     logits = make_discriminator(config, backend) # logits(w, batch) -> (B, T), dropout off
 
 Every choice between the two paths is made here and nowhere else. Both paths take the same arguments,
 draw from `rng` in the same order, and return the same numbers to floating-point tolerance (the fast
 path's tests hold it to the reference); the fast one is the default wherever Numba works.
+
+The classifier's fast path has two encoders: "fast" runs over the real tokens of a batch only (fast/unpadded.py,
+no padding), "fast-padded" over the padded (B, T) grid (fast/classify.py), kept for comparison and as the
+fallback where the unpadded attention cannot run.
 """
+
+import numpy as np
 
 from .classification import ReferenceClassifier
 from .model import discriminator_forward, electra_backward, electra_forward
 from .validate import check_batch
 
 BACKENDS = ("numpy", "fast")
+CLASSIFIER_BACKENDS = ("numpy", "fast", "fast-padded")
 
 
-def check_backend(backend):
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def check_backend(backend, allowed=BACKENDS):
+    if backend not in allowed:
+        raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
     return backend
 
 
@@ -65,13 +73,26 @@ def make_update(optimizer, backend="fast", lr_scales=None):
     return fused_update(optimizer, lr_scales)
 
 
-def make_classifier(config, backend="fast"):
+def make_classifier(config, backend="fast", dtype=np.float32, note=None):
     """An object with .step(params, batch, labels, rng, train) -> (loss, metrics, grads) and
-    .logits(params, batch) -> (B, C): classification.py's model, on either path."""
-    if check_backend(backend) == "numpy":
+    .logits(params, batch) -> (B, C): classification.py's model on any path of CLASSIFIER_BACKENDS.
+
+    "fast" is fast/unpadded.py's FastUnpaddedClassifier, unless its attention cannot run for `dtype` (it needs
+    NumPy's OpenBLAS gemm, as fused attention does): then the padded FastClassifier, and note(line) says so."""
+    if check_backend(backend, CLASSIFIER_BACKENDS) == "numpy":
         return ReferenceClassifier(config)
     from .fast.classify import FastClassifier
 
+    if backend == "fast":
+        from .fast.kernels import varlen_attention
+
+        if varlen_attention.available(dtype):
+            from .fast.unpadded import FastUnpaddedClassifier
+
+            return FastUnpaddedClassifier(config)
+        if note is not None:
+            note(f"note: the unpadded encoder needs NumPy's OpenBLAS gemm for {np.dtype(dtype).name}, which this "
+                 "NumPy lacks: fine-tuning runs on the padded fast encoder (fast-padded)")
     return FastClassifier(config)
 
 

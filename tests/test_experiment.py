@@ -26,7 +26,7 @@ TINY = ["--hidden_size", "32", "--embedding_size", "16", "--intermediate_size", 
         "--num_attention_heads", "2", "--max_position_embeddings", "32", "--seq_len", "32", "--batch_size", "4",
         "--vocab_size", "80", "--steps", "4",
         "--pretrain_args", "--backend numpy --log_every 1 --eval_examples 8 --eval_every 0"]
-FINETUNE = ["--labelled", "40", "--seeds", "2", "--select_seeds", "2", "--lrs", "3e-3", "1e-2", "--ft_epochs", "4",
+FINETUNE = ["--labelled", "40", "--seeds", "2", "--select_seeds", "2", "--lrs", "3e-3", "1e-2", "--ft_epochs", "6",
             "--ft_batch_size", "4", "--max_seq_length", "32", "--backend", "numpy", "--bootstrap", "200",
             "--threads", "1"]
 
@@ -186,7 +186,7 @@ def test_paired_seeds_share_head_init_and_batch_order(done, tmp_path, monkeypatc
     root = copy_of(done, tmp_path, keep=lambda name: not name.startswith("ft_"))
     seen = {}  # (seed, lr) -> [(encoder word embeddings, head, batch order)]
     current = {}
-    real_finetune, real_init, real_batches = exp.finetune, finetune_module.init_classifier, finetune_module.batches
+    real_finetune, real_init, real_batches = exp.finetune, finetune_module.init_classifier, finetune_module.batches_of
 
     def spy_finetune(encoder, config, num_labels, train, dev, fc, *a, **k):
         current["entry"] = {"encoder": encoder["electra.embeddings.word_embeddings.weight"], "order": []}
@@ -198,22 +198,22 @@ def test_paired_seeds_share_head_init_and_batch_order(done, tmp_path, monkeypatc
         current["entry"]["head"] = {n: v.copy() for n, v in params.items() if n.startswith("classifier.")}
         return params
 
-    def spy_batches(encoded, y, batch_size, pad_id, rng=None, *a, **k):
-        for idx, batch, labels in real_batches(encoded, y, batch_size, pad_id, rng, *a, **k):
-            if rng is not None:  # training batches (evaluation goes in order, without an rng)
+    def spy_batches(encoded, y, *a, **k):
+        for idx, batch, labels in real_batches(encoded, y, *a, **k):
+            if y is not None:  # training batches (evaluation goes without labels: predict_logits)
                 current["entry"]["order"].append(idx.tolist())
             yield idx, batch, labels
 
     monkeypatch.setattr(exp, "finetune", spy_finetune)
     monkeypatch.setattr(finetune_module, "init_classifier", spy_init)
-    monkeypatch.setattr(finetune_module, "batches", spy_batches)
+    monkeypatch.setattr(finetune_module, "batches_of", spy_batches)
     monkeypatch.chdir(root)
     assert exp.main([*done["argv"], "--stages", "finetune"]) == 0
     n_conditions = len(results(done["root"])["conditions"])
     assert len(seen) == 4 and all(len(v) == n_conditions for v in seen.values())
     for (seed, lr), entries in seen.items():
         first = entries[0]
-        assert len(first["order"]) == 4 * 8  # 4 epochs of 32 examples in batches of 4
+        assert len(first["order"]) == 6 * 8  # 6 epochs of 32 examples (one length bucket) in batches of 4
         for e in entries[1:]:
             assert e["order"] == first["order"]
             assert all(np.array_equal(e["head"][n], first["head"][n]) for n in first["head"])

@@ -154,6 +154,53 @@ def test_predict_reads_plain_text_stdin_and_text_only_tsv(classifier, tmp_path, 
     assert "no text to label" in capsys.readouterr().err
 
 
+def test_evaluate_and_predict_unpadded_equal_the_padded_backend(classifier, tmp_path, capsys, monkeypatch):
+    """evaluate and predict batch by length (buckets.eval_batches) and answer in the input's order: on sentences of
+    1 to 25 words in no sorted order, the unpadded default gives the padded backend's probabilities, to 1e-6 in
+    float32 and 1e-10 in float64, and the same labels and scores."""
+    import shutil
+
+    import electra_np.cli.finetune as cli_finetune
+
+    out, _ = classifier
+    out64 = tmp_path / "clf64"
+    shutil.copytree(out, out64)
+    np.savez(out64 / "model.npz", **{k: v.astype(np.float64) for k, v in npz(out).items()})
+    rng = np.random.default_rng(7)
+    n_words = rng.permutation(np.arange(1, 26).repeat(2))  # (50,) lengths, shuffled
+    assert not (np.all(np.diff(n_words) >= 0) or np.all(np.diff(n_words) <= 0))
+    texts = [" ".join(rng.choice(WORDS, n)) for n in n_words]
+    data = tmp_path / "mixed.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{('neg', 'pos')[i % 2]}\n" for i, t in enumerate(texts)))
+    seen = []
+
+    def spy(*a, **k):
+        seen.append(real(*a, **k))
+        return seen[-1]
+
+    real = cli_finetune.predict_logits
+    monkeypatch.setattr(cli_finetune, "predict_logits", spy)
+    for folder, dtype, tol in ((out, np.float32, 1e-6), (out64, np.float64, 1e-10)):
+        files, scores = {}, {}
+        for backend in ("fast", "fast-padded"):
+            files[backend] = tmp_path / f"{backend}.tsv"
+            assert main(["predict", "--model", str(folder), "--data", str(data), "--output", str(files[backend]),
+                         "--batch_size", "4", "--backend", backend, "--threads", "1"]) == 0
+            capsys.readouterr()
+            assert main(["evaluate", "--model", str(folder), "--data", str(data), "--batch_size", "4",
+                         "--backend", backend, "--threads", "1"]) == 0
+            scores[backend] = capsys.readouterr().out
+        (unpadded, padded) = seen[-2:]
+        assert unpadded.dtype == padded.dtype == dtype
+        probs = [np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+                 for z in (unpadded, padded)]
+        np.testing.assert_allclose(probs[0], probs[1], rtol=0, atol=tol)
+        rows = [predictions(f.read_text())[1] for f in files.values()]
+        assert [r[0] for r in rows[0]] == texts  # the input's order
+        assert [r[1] for r in rows[0]] == [r[1] for r in rows[1]]
+        assert scores["fast"] == scores["fast-padded"]
+
+
 def test_help_shows_descriptions_and_defaults(capsys):
     for command in ("finetune", "evaluate", "predict"):
         with pytest.raises(SystemExit) as e:

@@ -334,7 +334,7 @@ def cmd_evaluate(args: argparse.Namespace, echo=print) -> dict:
     T = min(meta["recipe"]["max_seq_length"], config.max_position_embeddings)
     regression = head_of(params)[1] == 1
     enc, y = encode_set(ex, args.data, tokenizer, T, labels, regression, echo)
-    scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id, args.backend)
+    scores, _ = evaluate(params, config, enc, y, args.batch_size, tokenizer.pad_id, args.backend, log=echo)
     echo(" ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(ex)} examples)")
     return scores
 
@@ -346,7 +346,7 @@ def cmd_predict(args: argparse.Namespace, echo=print) -> np.ndarray:
     note = echo if args.output else (lambda line: print(line, file=sys.stderr))  # stdout carries the predictions
     T = min(meta["recipe"]["max_seq_length"], config.max_position_embeddings)
     enc, _ = encode_set(ex, "standard input" if args.data == "-" else args.data, tokenizer, T, None, False, note)
-    logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id, args.backend)
+    logits = predict_logits(params, config, enc, args.batch_size, tokenizer.pad_id, args.backend, log=note)
     pair = any(e.text_b is not None for e in ex)
     texts = [e.text_a + ("\t" + (e.text_b or "") if pair else "") for e in ex]
     head = "text\t" + ("text_b\t" if pair else "")

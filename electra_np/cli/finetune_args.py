@@ -30,8 +30,10 @@ def add_columns(p, labelled=True, training=False) -> None:
                        help="header name (or index) of the label" + same)
     p.add_argument("--no_header", action="store_true", help="the TSV has no header row; columns are indices")
     p.add_argument("--batch_size", type=int, default=32, help="examples per batch")
-    p.add_argument("--backend", choices=["fast", "numpy"], default="fast",
-                   help="fast: Numba kernels and reused buffers; numpy: the readable reference (same numbers)")
+    p.add_argument("--backend", choices=["fast", "fast-padded", "numpy"], default="fast",
+                   help="fast: Numba kernels over the real tokens only (no padding; fast-padded where NumPy's "
+                        "BLAS is not OpenBLAS); fast-padded: Numba kernels over the padded batch, for comparison; "
+                        "numpy: the readable reference (same numbers on all three)")
 
 
 def add_finetune_parser(sub) -> argparse.ArgumentParser:
@@ -70,7 +72,9 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--regression", action="store_true",
                    help="the label is a number to predict (a score, as STS-B's): one output trained with squared "
                         "error, as Hugging Face's ElectraForSequenceClassification with num_labels=1")
-    p.add_argument("--seed", type=int, default=0, help="seed for the head, shuffling and dropout")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the head, dropout and the batch order (examples of similar length batched "
+                        "together, shuffled within and across length buckets, anew each epoch)")
     p.add_argument("--random_init", action="store_true",
                    help="baseline: a randomly initialized encoder of the same shape")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out_dir")

@@ -277,6 +277,14 @@ def batches(encoded: Sequence[Encoded], y: np.ndarray | None, batch_size: int, p
     """Yield (indices, padded batch dict, labels or None), in order or shuffled by `rng`; T rounded up to a
     multiple of `multiple` (pad_batch)."""
     order = np.arange(len(encoded)) if rng is None else rng.permutation(len(encoded))
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
+    yield from batches_of(encoded, y, [order[s:s + batch_size] for s in range(0, len(order), batch_size)], pad_id,
+                          multiple, max_len)
+
+
+def batches_of(encoded: Sequence[Encoded], y: np.ndarray | None, index_batches: Iterable[np.ndarray], pad_id: int,
+               multiple: int = 1, max_len: int | None = None
+               ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]]:
+    """Yield (indices, padded batch dict, labels or None) for each index array of `index_batches` (as
+    buckets.train_batches or eval_batches cut them), in that order; T as pad_batch rounds it."""
+    for idx in index_batches:
         yield idx, pad_batch([encoded[i] for i in idx], pad_id, multiple, max_len), (None if y is None else y[idx])

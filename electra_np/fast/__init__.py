@@ -7,6 +7,7 @@ between it and the reference; both return the same numbers to floating-point tol
     heads.py       GeneratorHead (with the MLM loss) and DiscriminatorHead: ops/heads.py + ops/losses.py
     step.py        FastStep: model.electra_forward + electra_backward, line for line
     classify.py    FastClassifier: classification.py's fine-tuning step and logits
+    unpadded.py    FastUnpaddedClassifier: the same over the real tokens only (unpadded.py); the default
     inference.py   FastDiscriminator: the discriminator's per-token logits
     kernels/       the Numba kernels, each with its NumPy twin (kernels/__init__.py has the map)
 """

@@ -3,6 +3,11 @@ model/optimization.py): AdamW (eps 1e-6, weight decay 0 by default), global-norm
 linear warmup over the first 10% of steps then linear decay to 0, dropout 0.1, layer-wise
 learning-rate decay 0.8, evaluation on dev after every epoch with the best parameters kept.
 
+Batches are of similar length (data/buckets.py), on every backend: training draws them from length buckets
+(train_batches: shuffled within and across buckets, by the seed and the epoch), evaluation and
+prediction take them sorted by length and return the results in the input's order. So the unpadded fast
+encoder (the default) computes sequences of similar cost together, and a padded one pads little.
+
 Layer-wise decay gives the lower layers smaller learning rates. With L layers and decay d, the head
 trains at lr, layer L-1 (the top) at lr d, ..., layer 0 at lr d^L, the embeddings at lr d^(L+1).
 The official `_get_layer_lrs` puts the head at depth L+2, one deeper than its layers reach, so every
@@ -18,9 +23,11 @@ import numpy as np
 
 from ..classification import init_classifier
 from ..config import ElectraConfig
-from ..data.labelled import batches
-from ..engine import BACKENDS, make_classifier, make_update
+from ..data.buckets import eval_batches, in_input_order, train_batches
+from ..data.labelled import batches_of
+from ..engine import CLASSIFIER_BACKENDS, make_classifier, make_update
 from ..optim import AdamW, clip_by_global_norm, learning_rate
+from ..params import WORD
 from .config import TrainingDiverged
 from .metrics import METRICS
 
@@ -41,8 +48,9 @@ class FinetuneConfig:
     clip_norm: float = 1.0
     seed: int = 0
     metric: str = "accuracy"
-    backend: str = "fast"       # engine.make_classifier: "fast" (Numba kernels, reused buffers) or "numpy"
+    backend: str = "fast"       # engine.make_classifier: "fast" (Numba, unpadded), "fast-padded" or "numpy"
     pad_to_multiple: int = 8    # batch length rounded up to this (pad positions are masked: same logits)
+    bucket_width: int = 16      # training batches come from buckets of this many lengths (buckets.train_batches)
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -60,10 +68,11 @@ class FinetuneConfig:
             raise ValueError(f"head_dropout must be None or in [0, 1), got {self.head_dropout!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not (isinstance(self.pad_to_multiple, int) and self.pad_to_multiple >= 1):
-            raise ValueError(f"pad_to_multiple must be a positive integer, got {self.pad_to_multiple!r}")
+        if self.backend not in CLASSIFIER_BACKENDS:
+            raise ValueError(f"backend must be one of {CLASSIFIER_BACKENDS}, got {self.backend!r}")
+        for name in ("pad_to_multiple", "bucket_width"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
 
 
 def layer_depth(name: str, n_layers: int) -> int:
@@ -85,18 +94,19 @@ def layer_lr_scales(names, n_layers: int, decay: float, official_layer_decay: bo
 
 
 def predict_logits(params: dict, config: ElectraConfig, encoded, batch_size: int, pad_id: int, backend: str = "fast",
-                   classifier=None, pad_to_multiple: int = 8) -> np.ndarray:
-    """Logits (N, C) for encoded examples, dropout off. classifier: a make_classifier object to reuse."""
-    clf = classifier or make_classifier(config, backend)
-    return np.concatenate([clf.logits(params, batch) for _, batch, _ in
-                           batches(encoded, None, batch_size, pad_id, multiple=pad_to_multiple,
-                                   max_len=config.max_position_embeddings)])
+                   classifier=None, pad_to_multiple: int = 8, log=None) -> np.ndarray:
+    """Logits (N, C) for encoded examples, in their order, dropout off; computed in batches sorted by length
+    (buckets.eval_batches). classifier: a make_classifier object to reuse; log: where a fallback note goes."""
+    clf = classifier or make_classifier(config, backend, params[WORD].dtype, log)
+    order = eval_batches([len(ids) for ids, _ in encoded], batch_size)
+    batched = batches_of(encoded, None, order, pad_id, pad_to_multiple, config.max_position_embeddings)
+    return in_input_order(order, [clf.logits(params, batch) for _, batch, _ in batched])
 
 
 def evaluate(params: dict, config: ElectraConfig, encoded, y, batch_size: int, pad_id: int, backend: str = "fast",
-             classifier=None, pad_to_multiple: int = 8) -> tuple[dict, np.ndarray]:
-    """Every metric on (encoded, y). Returns (metrics dict, logits)."""
-    logits = predict_logits(params, config, encoded, batch_size, pad_id, backend, classifier, pad_to_multiple)
+             classifier=None, pad_to_multiple: int = 8, log=None) -> tuple[dict, np.ndarray]:
+    """Every metric on (encoded, y). Returns (metrics dict, logits in the order of encoded)."""
+    logits = predict_logits(params, config, encoded, batch_size, pad_id, backend, classifier, pad_to_multiple, log)
     if logits.shape[1] == 1:
         pred = logits[:, 0]
         return {"pearson": METRICS["pearson"](y, pred), "spearman": METRICS["spearman"](y, pred),
@@ -111,6 +121,13 @@ def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train
     random init for a baseline), with a fresh head, or with keep_head the fc.head that encoder_params holds
     (a classifier trained further: its label ids must be those of `train`).
 
+    Batches, epoch e: buckets.train_batches(lengths, fc.batch_size, fc.seed, e, fc.bucket_width), on every
+    backend: examples of similar length (buckets of fc.bucket_width lengths) shuffled within their bucket, the
+    batches shuffled across buckets; each example once per epoch. The order depends on the lengths, the seed
+    and the epoch, not on the backend; dropout draws from default_rng(fc.seed). T is rounded up to
+    fc.pad_to_multiple on every backend: the unpadded encoder computes none of the padding, but the dropout
+    numbers are drawn at positions of the padded (B, T) batch, so the same T gives the same numbers on all three.
+
     Inputs:  train, dev: (encoded examples, labels) from labelled.encode_examples; fc: FinetuneConfig
     Returns: (best params by fc.metric on dev, history: list of per-epoch dicts)
     Raises:  TrainingDiverged when the loss, the gradient norm or the dev logits stop being finite (a learning
@@ -120,18 +137,20 @@ def finetune(encoder_params: dict, config: ElectraConfig, num_labels: int, train
     params = init_classifier(encoder_params, config, num_labels, fc.head, fc.seed, keep_head)
     scales = layer_lr_scales(params, config.num_hidden_layers, fc.layerwise_lr_decay, fc.official_layer_decay)
     opt = AdamW(params, weight_decay=fc.weight_decay)
-    clf = make_classifier(config, fc.backend)
-    update = make_update(opt, fc.backend, scales)
-    rng = np.random.default_rng(fc.seed)
-    steps_per_epoch = -(-len(train[0]) // fc.batch_size)
+    clf = make_classifier(config, fc.backend, params[WORD].dtype, log)
+    update = make_update(opt, "numpy" if fc.backend == "numpy" else "fast", scales)  # fast-padded: the same update
+    rng = np.random.default_rng(fc.seed)  # dropout
+    lengths = [len(ids) for ids, _ in train[0]]
+    steps_per_epoch = len(train_batches(lengths, fc.batch_size, fc.seed, 0, fc.bucket_width))  # the same each epoch
     total = steps_per_epoch * fc.epochs
     warmup = int(fc.warmup_proportion * total)
     metric = fc.metric if num_labels > 1 or fc.metric in ("pearson", "spearman") else "pearson"
     best, best_score, history, step = None, -np.inf, [], 0
     for epoch in range(fc.epochs):
         t0, losses = time.time(), []
-        for _, batch, labels in batches(train[0], train[1], fc.batch_size, pad_id, rng, fc.pad_to_multiple,
-                                        config.max_position_embeddings):
+        order = train_batches(lengths, fc.batch_size, fc.seed, epoch, fc.bucket_width)
+        for _, batch, labels in batches_of(train[0], train[1], order, pad_id, fc.pad_to_multiple,
+                                           config.max_position_embeddings):
             loss, m, grads = clf.step(params, batch, labels, rng, train=True, p_head=fc.head_dropout)
             norm = clip_by_global_norm(grads, fc.clip_norm, inplace=True)[1] if fc.clip_norm else 0.0
             if not (np.isfinite(loss) and np.isfinite(norm)):
