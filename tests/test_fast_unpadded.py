@@ -170,3 +170,36 @@ def test_refuses_what_the_reference_refuses_and_left_padding():
     left = {**batch, "attention_mask": batch["attention_mask"][:, ::-1].copy()}
     with pytest.raises(ValueError, match="right-padded"):
         clf.step(w, left, labels)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_packed_embeddings_kernel_backward(dropout):
+    """_packed_ln_backward (LayerNorm + dropout backward per packed row, per-thread sums of dw and dbeta) and the
+    scatter-add after it, through packed.packed_embeddings_backward, against float64 finite differences of the
+    kernel forward, repeated ids and positions included."""
+    from electra_np.fast.kernels import packed
+    from electra_np.gradcheck import check_op
+
+    g = np.random.default_rng(7)
+    N, E, V, P, Y = 9, 5, 6, 4, 2
+    ids, types = g.integers(0, V, N), g.integers(0, Y, N)
+    positions, rows = g.integers(0, P, N), np.arange(N) * 3 + 1  # rows: padded flat rows, not 0..N-1
+    seed, p = (11, 0.3) if dropout else (None, 0.0)
+
+    def fwd(word, pos, typ, w, beta):
+        out, xhat, rstd = np.empty((N, E)), np.empty((N, E)), np.empty(N)
+        packed.packed_embeddings_forward(ids, types, positions, rows, word, pos, typ, w, beta, 1e-12, out, xhat, rstd,
+                                         seed, p)
+        return out, (xhat, rstd, w, word.shape, pos.shape, typ.shape)
+
+    def bwd(dout, cache):
+        xhat, rstd, w, ws, ps, ys = cache
+        d = {"word": np.zeros(ws), "pos": np.zeros(ps), "typ": np.zeros(ys), "w": np.empty(E), "beta": np.empty(E)}
+        packed.packed_embeddings_backward(dout, ids, types, positions, rows, xhat, rstd, w, d["word"], d["pos"], d["typ"],
+                                          d["w"], d["beta"], np.empty((N, E)), seed, p)
+        return d
+
+    inputs = {"word": g.standard_normal((V, E)), "pos": g.standard_normal((P, E)), "typ": g.standard_normal((Y, E)),
+              "w": 1 + 0.3 * g.standard_normal(E), "beta": 0.3 * g.standard_normal(E)}
+    errs = check_op(fwd, bwd, inputs)
+    assert set(errs) == set(inputs) and max(errs.values()) < 1e-7, errs

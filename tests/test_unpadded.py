@@ -22,7 +22,12 @@ from electra_np.ops.varlen_attention import (
 from electra_np.params import discriminator_shapes, init_params
 from electra_np.unpadded import (
     pack,
+    packed_embeddings_backward,
+    packed_embeddings_forward,
+    packed_encoder_backward,
     packed_encoder_forward,
+    packed_layer_backward,
+    packed_layer_forward,
     repad,
     unpad,
     unpadded_classifier_backward,
@@ -243,3 +248,67 @@ def test_eval_batches_sorted_and_order_restored():
             eval_batches(bad, 2)
     with pytest.raises(ValueError, match="batch_size"):
         train_batches(LENS, 0, seed=0)
+
+
+# ----------------------------------------------------------------------------- the packed ops against finite differences
+
+def packed_case(dropout):
+    """A float64 classifier's weights, its packed tokens and a dropout rng factory (a fresh rng per call: the same
+    masks at every finite-difference evaluation)."""
+    w, ids, types, mask = setup("hf")
+    packing = unpad(mask)
+    make_rng = (lambda: np.random.default_rng(5)) if dropout else (lambda: None)
+    return w, pack(ids, packing), pack(types, packing), packing, make_rng
+
+
+def by_name(prefix, w, keep):
+    return {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix) and keep(k[len(prefix):])}
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_packed_embeddings_backward(dropout):
+    w, ids, types, packing, make_rng = packed_case(dropout)
+    inputs = by_name("electra.", w, lambda k: k.startswith("embeddings"))
+
+    def fwd(**kw):
+        return packed_embeddings_forward(ids, types, packing, kw, CONFIG.layer_norm_eps, 0.2, make_rng())
+
+    errs = check_op(fwd, packed_embeddings_backward, inputs)
+    assert set(errs) == set(inputs) and max(errs.values()) < TOL, errs
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_packed_layer_backward(dropout):
+    w, _, _, packing, make_rng = packed_case(dropout)
+    inputs = {"x": rand(len(packing.indices), H), **by_name("electra.encoder.layer.0.", w, lambda k: True)}
+
+    def fwd(x, **kw):
+        return packed_layer_forward(x, packing, kw, CONFIG, make_rng())
+
+    def bwd(dout, cache):
+        dx, grads = packed_layer_backward(dout, cache)
+        return dict(x=dx, **grads)
+
+    errs = check_op(fwd, bwd, inputs)
+    assert set(errs) == set(inputs)
+    del errs["attention.self.key.bias"]  # its true gradient is 0 (test_varlen_self_attention_backward): held below
+    assert max(errs.values()) < TOL, errs
+    out, cache = fwd(**inputs)
+    assert np.abs(bwd(rand(*out.shape), cache)["attention.self.key.bias"]).max() < 1e-12
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_packed_encoder_backward(dropout):
+    w, ids, types, packing, make_rng = packed_case(dropout)
+    inputs = {k: v for k, v in w.items() if k.startswith("electra.")}
+
+    def fwd(**kw):
+        return packed_encoder_forward(kw, CONFIG, ids, types, packing, make_rng())
+
+    errs = check_op(fwd, packed_encoder_backward, inputs)
+    assert set(errs) == set(inputs)
+    key_bias = [k for k in errs if k.endswith("attention.self.key.bias")]
+    assert max(v for k, v in errs.items() if k not in key_bias) < TOL, errs
+    out, cache = fwd(**inputs)
+    grads = packed_encoder_backward(rand(*out.shape), cache)
+    assert max(np.abs(grads[k]).max() for k in key_bias) < 1e-12
