@@ -57,6 +57,12 @@ class FastClassifier:
         h = encoder.forward(params, ids, types, key_bias(mask, dt), rng)  # (N, H)
         return encoder, dh, h.reshape(B, T, self.config.hidden_size)[:, :1]  # (B, 1, H)
 
+    def _encoder_gradient(self, encoder, dh, dcls):
+        """The gradient of the encoder's output rows (B T, H) from the head's dcls (B, 1, H): every row but the
+        first token's stays 0 (the head reads only those)."""
+        dh[:, 0] = dcls[:, 0]
+        return dh.reshape(-1, encoder.H)
+
     def logits(self, params: dict, batch: dict) -> np.ndarray:
         """Inference, dropout off: logits (B, C), a fresh array."""
         _, ids, mask, types, _ = check_inputs(params, self.config, batch)
@@ -72,9 +78,8 @@ class FastClassifier:
         loss, metrics, loss_cache = loss_forward(logits, labels)
         # ---- backward: the loss and the head (reference ops), then the encoder from the first-token gradient
         dcls, grads = head_backward(loss_backward(loss_cache), head_cache)  # (B, 1, H)
-        dh[:, 0] = dcls[:, 0]  # every other row of dh stays 0: the head reads only the first token
         for k in EMBEDDING_TABLES:  # the encoder's embedding scatter-adds accumulate into these
             encoder.grads[k].fill(0)
-        encoder.backward(dh.reshape(-1, encoder.H))
+        encoder.backward(self._encoder_gradient(encoder, dh, dcls))
         grads.update({k: encoder.grads[k] for k in self.encoder_keys})
         return loss, metrics, grads

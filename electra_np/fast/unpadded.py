@@ -20,12 +20,12 @@ Batches must be right-padded (unpadded.unpad says why and refuses others).
 
 import numpy as np
 
-from ..classification import check_inputs, head_backward, head_forward, loss_backward, loss_forward
 from ..config import ElectraConfig
 from ..counter_rng import draw_seed
 from ..params import EMBEDDING_TABLES, POSITION, TOKEN_TYPE, WORD, encoder_shapes
 from ..unpadded import Packing, unpad
 from . import runtime
+from .classify import FastClassifier
 from .encoder import EMB_LN, PROJECT, QKV, Arena
 from .kernels.gelu import bias_gelu_backward, bias_gelu_forward
 from .kernels.layernorm import layernorm_apply, residual_layernorm_backward, residual_layernorm_forward
@@ -201,9 +201,10 @@ class PackedEncoder:
                                    g[EMB_LN + "bias"], self.de_s, seed=self.e_seed, p=self.p_hid)
 
 
-class FastUnpaddedClassifier:
-    """fast/classify.py FastClassifier's step and logits with the packed encoder: the same validation, dropout
-    draws, loss, metrics and gradient keys. `grads` are views into the encoder, valid until the next step."""
+class FastUnpaddedClassifier(FastClassifier):
+    """fast/classify.py FastClassifier's step and logits (inherited) with the packed encoder: the same validation,
+    dropout draws, loss, metrics and gradient keys. `grads` are views into the encoder, valid until the next
+    step."""
 
     def __init__(self, config: ElectraConfig):
         runtime.configure()
@@ -223,25 +224,9 @@ class FastUnpaddedClassifier:
         cls_rows = packing.cu_seqlens[:-1]
         return encoder, cls_rows, h[cls_rows][:, None, :]  # (B, 1, H)
 
-    def logits(self, params: dict, batch: dict) -> np.ndarray:
-        """Inference, dropout off: logits (B, C), a fresh array."""
-        _, ids, mask, types, _ = check_inputs(params, self.config, batch)
-        _, _, h = self._encode(params, ids, mask, types, None)
-        return head_forward(h, params, self.config)[0]
-
-    def step(self, params: dict, batch: dict, labels, rng=None, train: bool = True, p_head: float | None = None):
-        """classification_forward + classification_backward, unpadded. Returns (loss, metrics, grads)."""
-        _, ids, mask, types, labels = check_inputs(params, self.config, batch, labels)
-        drop_rng = rng if train else None
-        encoder, cls_rows, h = self._encode(params, ids, mask, types, drop_rng)
-        logits, head_cache = head_forward(h, params, self.config, drop_rng, p_head)  # (B, C)
-        loss, metrics, loss_cache = loss_forward(logits, labels)
-        # ---- backward: the loss and the head (reference ops), then the encoder from the [CLS] rows' gradient
-        dcls, grads = head_backward(loss_backward(loss_cache), head_cache)  # (B, 1, H)
+    def _encoder_gradient(self, encoder, cls_rows, dcls):
+        """The gradient of the packed output rows (N, H) from the head's dcls (B, 1, H): every row but the [CLS]
+        rows stays 0 (the head reads only those)."""
         encoder.dh.fill(0)
-        encoder.dh[cls_rows] = dcls[:, 0]  # every other row stays 0: the head reads only the [CLS] rows
-        for k in EMBEDDING_TABLES:  # the encoder's embedding scatter-adds accumulate into these
-            encoder.grads[k].fill(0)
-        encoder.backward(encoder.dh)
-        grads.update({k: encoder.grads[k] for k in self.encoder_keys})
-        return loss, metrics, grads
+        encoder.dh[cls_rows] = dcls[:, 0]
+        return encoder.dh
